@@ -21,7 +21,11 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("torch", "onnx")
 MODEL_KINDS = ("auto", "cross-encoder", "bi-encoder")
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MiB = 1024 * 1024
+# Handler threads that admitted Rerank requests can never take, so health checks
+# and GetModelInfo are still served while the queue is full.
+RESERVED_WORKERS = 4
 
 
 class ConfigError(ValueError):
@@ -45,11 +49,17 @@ class ServerConfig:
     port_file: Path | None = None
     metrics_port: int = 9464
     workers: int = 64
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_token_file: Path | None = None
+    # Read from RERANK_AUTH_TOKEN only, never from a flag, so it stays out of `ps` output.
+    auth_token: str | None = dataclasses.field(default=None, repr=False)
 
     batch_size: int = 32
     max_batch_tokens: int = 4096
     max_queue_delay_ms: float = 2.0
-    max_queue_requests: int = 256
+    max_queue_requests: int = 60
     max_queue_tokens: int = 4_000_000
 
     max_documents: int = 1000
@@ -69,6 +79,7 @@ class ServerConfig:
         _check_choice("--backend", self.backend, BACKENDS)
         _check_choice("--model-kind", self.model_kind, MODEL_KINDS)
         _check_choice("--log-format", self.log_format, LOG_FORMATS)
+        _check_choice("--log-level", self.log_level.upper(), LOG_LEVELS)
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(f"--device {self.device!r} is invalid; expected one of auto, cpu, cuda, cuda:N")
         _check_range("--port", self.port, 0, 65535)
@@ -92,10 +103,29 @@ class ServerConfig:
             raise ConfigError(f"--max-queue-delay-ms {self.max_queue_delay_ms} is invalid; expected >= 0")
         if self.grace_period_s < 0:
             raise ConfigError(f"--grace-period {self.grace_period_s} is invalid; expected >= 0 seconds")
+        if self.max_queue_requests > self.workers - RESERVED_WORKERS:
+            raise ConfigError(
+                f"--max-queue-requests {self.max_queue_requests} is over --workers {self.workers} minus "
+                f"{RESERVED_WORKERS}: each admitted request holds a handler thread, and {RESERVED_WORKERS} "
+                "threads stay free for health checks; lower --max-queue-requests or raise --workers")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS runs over TLS")
+        if self.auth_token_file is not None and self.auth_token is not None:
+            raise ConfigError(f"set one of --auth-token-file and {ENV_PREFIX}AUTH_TOKEN, not both")
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ConfigError(f"{ENV_PREFIX}AUTH_TOKEN is empty; unset it or give a token")
 
     def redacted(self) -> dict[str, object]:
-        """Return the settings as a dict for the startup log line."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        """Return the settings as a dict for the startup log line, with the token masked."""
+        settings = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        if settings["auth_token"] is not None:
+            settings["auth_token"] = "<redacted>"
+        return settings
 
 
 def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:
@@ -130,11 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
 
+    group: argparse._ArgumentGroup | argparse.ArgumentParser = parser
+
     def add(flag: str, help_text: str, **kwargs: object) -> None:
         env = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
-        parser.add_argument(flag, help=f"{help_text} [env {env}]", **kwargs)  # type: ignore[arg-type]
+        group.add_argument(flag, help=f"{help_text} [env {env}]", **kwargs)  # type: ignore[arg-type]
 
     model = parser.add_argument_group("model")
+    group = model
     add("--model", "local CrossEncoder folder or Hugging Face hub id", default=defaults.model)
     add("--model-kind", "cross-encoder scores each pair jointly; bi-encoder scores by cosine similarity "
         "of embeddings; auto reads the model folder", choices=MODEL_KINDS, default=defaults.model_kind)
@@ -150,31 +183,50 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TRUNCATIONS, default=defaults.truncation)
 
     network = parser.add_argument_group("network")
+    group = network
     add("--host", "address to bind; 0.0.0.0 exposes the port beyond this machine", default=defaults.host)
     add("--port", "gRPC port; 0 picks a free one (see --port-file)", type=int, default=defaults.port)
     add("--port-file", "write the bound gRPC port to this file once serving", type=Path,
         default=defaults.port_file)
     add("--metrics-port", "Prometheus metrics port on the same host; 0 disables", type=int,
         default=defaults.metrics_port)
-    add("--workers", "gRPC handler threads, the max concurrent requests being served", type=int,
-        default=defaults.workers)
+    add("--workers", "gRPC handler threads; Rerank calls may use all but 4 of them, which stay free for "
+        "health checks", type=int, default=defaults.workers)
+
+    security = parser.add_argument_group(
+        "security",
+        f"TLS needs --tls-cert and --tls-key; --tls-client-ca adds mutual TLS. A bearer token (from "
+        f"--auth-token-file, or the value of {ENV_PREFIX}AUTH_TOKEN) makes every call except health checks "
+        "send the metadata 'authorization: Bearer <token>'. Changed certificate files are read again on the "
+        "next TLS handshake.",
+    )
+    group = security
+    add("--tls-cert", "PEM server certificate chain", type=Path, default=defaults.tls_cert)
+    add("--tls-key", "PEM private key of --tls-cert", type=Path, default=defaults.tls_key)
+    add("--tls-client-ca", "PEM CA bundle; when set, clients must present a certificate it signed",
+        type=Path, default=defaults.tls_client_ca)
+    add("--auth-token-file", "file whose first line is the bearer token clients must send", type=Path,
+        default=defaults.auth_token_file)
 
     batching = parser.add_argument_group(
         "batching",
         "Pairs from all requests share model batches. Larger batches raise throughput and the latency "
         "of each request; a longer queue delay fills batches better at low load but adds to every request.",
     )
+    group = batching
     add("--batch-size", "max pairs in one model batch", type=int, default=defaults.batch_size)
     add("--max-batch-tokens", "max padded tokens (pairs x longest pair) in one model batch", type=int,
         default=defaults.max_batch_tokens)
     add("--max-queue-delay-ms", "max time the oldest waiting pair waits for a batch to fill, in ms",
         type=float, default=defaults.max_queue_delay_ms)
-    add("--max-queue-requests", "requests waiting or running beyond which new ones get RESOURCE_EXHAUSTED",
+    add("--max-queue-requests", "Rerank requests admitted at once (tokenizing, queued or being scored); "
+        "past it new ones get RESOURCE_EXHAUSTED before any work is done. At most --workers minus 4",
         type=int, default=defaults.max_queue_requests)
     add("--max-queue-tokens", "tokens waiting beyond which new requests get RESOURCE_EXHAUSTED", type=int,
         default=defaults.max_queue_tokens)
 
     limits = parser.add_argument_group("request limits (violations get INVALID_ARGUMENT)")
+    group = limits
     add("--max-documents", "max documents in one request", type=int, default=defaults.max_documents)
     add("--max-document-bytes", "max UTF-8 bytes of one document", type=int,
         default=defaults.max_document_bytes)
@@ -186,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_document_chars)
 
     runtime = parser.add_argument_group("runtime")
+    group = runtime
     add("--score-cache-size", "scores kept in an LRU cache keyed by query and document; 0 disables",
         type=int, default=defaults.score_cache_size)
     add("--grace-period", "seconds in-flight requests get to finish after SIGTERM", type=float,
@@ -219,4 +272,5 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
             if action.choices is not None and action.default not in action.choices:
                 raise ConfigError(f"{env}={raw!r} is invalid; expected one of {', '.join(action.choices)}")
     namespace = parser.parse_args(argv)
-    return ServerConfig(**vars(namespace))
+    token = environ.get(ENV_PREFIX + "AUTH_TOKEN")
+    return ServerConfig(**vars(namespace), auth_token=token)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .batcher import Batcher
+from .batcher import Batcher, JobDroppedError
 from .cache import ScoreCache
 from .errors import InvalidRequestError
 from .metrics import ServerMetrics
@@ -163,6 +163,9 @@ class Engine:
                 self.metrics.cache.labels(result="miss").inc(len(missing))
         if not missing:
             return raw
+        if deadline is not None and time.monotonic() >= deadline:
+            # Tokenizing for a caller whose deadline passed would only waste CPU.
+            raise JobDroppedError("deadline")
 
         started = time.perf_counter()
         encoded = self.model.encode(query, [texts[position] for position in missing],
@@ -192,9 +195,9 @@ class Engine:
         usage.tokens_truncated = encoded.tokens_truncated
         usage.queries_truncated = int(encoded.query_truncated)
         if self.metrics is not None:
-            self.metrics.pairs.inc(usage.pairs_scored)
-            self.metrics.tokens.inc(usage.tokens)
+            # Pairs and tokens are counted per model batch (ServerMetrics.batch_done).
             self.metrics.truncated.inc(usage.documents_truncated)
+            self.metrics.queries_truncated.inc(usage.queries_truncated)
             self.metrics.truncated_tokens.inc(usage.tokens_truncated)
         return raw
 

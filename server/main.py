@@ -8,6 +8,7 @@ in flight get ``--grace-period`` seconds to finish, and the process exits 0.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import sys
@@ -28,9 +29,11 @@ from .cache import ScoreCache
 from .config import ConfigError, ServerConfig, parse_config
 from .engine import Engine, Limits
 from .health import HealthState
-from .metrics import ServerMetrics
 from .loading import load_model
+from .logs import RepeatFilter, configure_logging
+from .metrics import ServerMetrics
 from .model import CrossEncoderModel, ModelLoadError
+from .security import BearerTokenInterceptor, read_token, server_credentials
 from .service import RerankerService
 
 logger = logging.getLogger("rerank_server")
@@ -38,6 +41,10 @@ logger = logging.getLogger("rerank_server")
 # gRPC checks message sizes before our handler runs; the slack lets a request
 # slightly over --max-request-bytes reach validation, which names the limit.
 _MESSAGE_SLACK_BYTES = 1024 * 1024
+# gRPC queues calls that wait for a free handler thread without bound. Past
+# this many calls per worker, in progress or waiting, it answers
+# RESOURCE_EXHAUSTED itself, so a flood cannot grow memory.
+_CONCURRENT_RPCS_PER_WORKER = 2
 EXIT_CONFIG_ERROR = 2
 EXIT_MODEL_ERROR = 3
 
@@ -81,9 +88,12 @@ class RunningServer:
         limits = Limits(max_documents=config.max_documents, max_document_bytes=config.max_document_bytes,
                         max_request_bytes=config.max_request_bytes, max_query_bytes=config.max_query_bytes,
                         max_document_chars=config.max_document_chars)
+        if cache is not None:
+            self.metrics.cache_entries.set_function(lambda: len(cache))
         self.engine = Engine(model, batcher, limits=limits, metrics=self.metrics, cache=cache)
         self.service.attach(self.engine)
         self.health.set_serving()
+        self.metrics.serving.set(1)
         logger.info("serving model=%s address=%s", model.name, self.address)
         return self.engine
 
@@ -96,14 +106,17 @@ class RunningServer:
             return
         self._stopped.set()
         grace = self.config.grace_period_s if grace is None else grace
-        logger.info("draining grace_seconds=%.1f", grace)
+        started = time.monotonic()
+        logger.info("draining grace_seconds=%.1f in_flight=%d", grace, self.service.in_flight)
         self.health.set_not_serving()
+        self.metrics.serving.set(0)
         self.service.stop_accepting()
         self.server.stop(grace).wait()
         if self.engine is not None:
             self.engine.batcher.stop(timeout=grace + 5)
         self.metrics.close()
-        logger.info("stopped")
+        logger.info("stopped seconds=%.2f in_flight_cut_off=%d", time.monotonic() - started,
+                    self.service.in_flight)
 
 
 def create_server(config: ServerConfig) -> RunningServer:
@@ -111,18 +124,25 @@ def create_server(config: ServerConfig) -> RunningServer:
 
     Returns the running server; its ``port`` is the bound port (useful with port 0).
     """
+    credentials = server_credentials(config)
+    token = read_token(config)
+    _warn_about_exposure(config, tls=credentials is not None, token=token is not None)
     metrics = ServerMetrics()
     health = HealthState()
-    service = RerankerService(metrics=metrics, default_truncation=config.truncation, model_name=config.model)
+    service = RerankerService(metrics=metrics, default_truncation=config.truncation, model_name=config.model,
+                              max_in_flight=config.max_queue_requests)
     message_limit = config.max_request_bytes + _MESSAGE_SLACK_BYTES
+    interceptors = [BearerTokenInterceptor(token, metrics)] if token is not None else []
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rerank-rpc"),
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", message_limit),
             ("grpc.max_send_message_length", message_limit),
             # Without this, a second server could bind the same port and split traffic silently.
             ("grpc.so_reuseport", 0),
         ],
+        maximum_concurrent_rpcs=config.workers * _CONCURRENT_RPCS_PER_WORKER,
     )
     rerank_pb2_grpc.add_RerankerServicer_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
@@ -132,7 +152,11 @@ def create_server(config: ServerConfig) -> RunningServer:
          reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(f"{_host_for_address(config.host)}:{config.port}")
+    address = f"{_host_for_address(config.host)}:{config.port}"
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}; is the port in use?")
     server.start()
@@ -140,30 +164,34 @@ def create_server(config: ServerConfig) -> RunningServer:
                             metrics=metrics)
     if config.metrics_port:
         running.metrics_port = metrics.serve(config.host, config.metrics_port)
-    logger.info("listening address=%s health=NOT_SERVING", running.address)
+    logger.info("listening address=%s tls=%s mutual_tls=%s bearer_token=%s health=NOT_SERVING", running.address,
+                credentials is not None, config.tls_client_ca is not None, token is not None)
     return running
+
+
+def _warn_about_exposure(config: ServerConfig, *, tls: bool, token: bool) -> None:
+    """Log a WARNING for settings that expose traffic or the token beyond this machine."""
+    if tls:
+        return
+    if token:
+        logger.warning("a bearer token is set without TLS: it crosses the network in plain text; "
+                       "add --tls-cert and --tls-key")
+    if not _is_loopback(config.host):
+        logger.warning("serving plaintext gRPC on a non-loopback address host=%s; add --tls-cert and "
+                       "--tls-key, or keep the port inside a private network", config.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_for_address(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def configure_logging(level: str, log_format: str) -> None:
-    """Install the one root handler: text lines or one JSON object per line, on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        from pythonjsonlogger.json import JsonFormatter
-
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                           rename_fields={"asctime": "time", "levelname": "level"}))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Library chatter (weights loading bars, hub lookups) stays at WARNING.
-    for name in ("transformers", "sentence_transformers", "urllib3", "filelock", "httpx", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"rerank-server: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    configure_logging(config.log_level, config.log_format)
+    repeats = configure_logging(config.log_level, config.log_format)
     logger.info("starting config=%s", config.redacted())
 
     stop_requested = threading.Event()
@@ -187,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         running = create_server(config)
-    except OSError as error:
+    except (OSError, ConfigError) as error:
         logger.error("could not start: %s", error)
         return EXIT_CONFIG_ERROR
     try:
@@ -202,7 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     while not stop_requested.wait(timeout=1.0):
         pass
     running.stop()
+    _report_suppressed(repeats)
     return 0
+
+
+def _report_suppressed(repeats: RepeatFilter) -> None:
+    suppressed, templates = repeats.summary()
+    if suppressed:
+        logger.info("log repeats suppressed since their last line count=%d messages=%d", suppressed, templates)
 
 
 if __name__ == "__main__":

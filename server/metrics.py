@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_BATCH_TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 class ServerMetrics:
@@ -32,12 +33,20 @@ class ServerMetrics:
                                  registry=registry)
         self.truncated_tokens = Counter("rerank_truncated_tokens", "document tokens removed by cuts",
                                         registry=registry)
-        self.dropped_total = Counter("rerank_dropped_pairs", "queued pairs dropped before scoring, by reason",
-                               ["reason"], registry=registry)
-        self.rejected = Counter("rerank_rejected_requests",
-                                "requests rejected before queueing, by reason", ["reason"], registry=registry)
+        self.queries_truncated = Counter("rerank_queries_truncated", "queries cut to half the max length",
+                                         registry=registry)
+        self.dropped_total = Counter("rerank_dropped_pairs", "queued pairs dropped before scoring, by reason "
+                                     "(deadline: the caller's deadline passed; cancelled: the caller left)",
+                                     ["reason"], registry=registry)
+        self.rejected = Counter("rerank_rejected_requests", "requests rejected before any scoring, by reason",
+                                ["reason"], registry=registry)
         self.cache = Counter("rerank_score_cache", "score cache lookups, by result", ["result"],
                              registry=registry)
+        self.cache_entries = Gauge("rerank_score_cache_entries", "scores held in the score cache",
+                                   registry=registry)
+        self.in_flight = Gauge("rerank_in_flight_requests", "Rerank calls admitted and not yet answered",
+                               registry=registry)
+        self.serving = Gauge("rerank_serving", "1 while health reports SERVING, else 0", registry=registry)
         self.queue_wait = Histogram("rerank_queue_wait_seconds", "time a batch's oldest pair waited",
                                     buckets=_LATENCY_BUCKETS, registry=registry)
         self.tokenization = Histogram("rerank_tokenization_seconds", "tokenization time per request",
@@ -48,6 +57,9 @@ class ServerMetrics:
                                       buckets=_LATENCY_BUCKETS, registry=registry)
         self.batch_pairs = Histogram("rerank_batch_pairs", "pairs per model batch", buckets=_BATCH_BUCKETS,
                                      registry=registry)
+        self.batch_padded_tokens = Histogram("rerank_batch_padded_tokens",
+                                             "tokens per model batch, padding included",
+                                             buckets=_BATCH_TOKEN_BUCKETS, registry=registry)
         self.queue_requests = Gauge("rerank_queue_requests", "requests admitted and not finished",
                                     registry=registry)
         self.queue_tokens = Gauge("rerank_queue_tokens", "tokens waiting for a batch", registry=registry)
@@ -57,6 +69,9 @@ class ServerMetrics:
         self.queue_wait.observe(stats.queue_wait_s)
         self.inference.observe(stats.inference_s)
         self.batch_pairs.observe(stats.pairs)
+        self.pairs.inc(stats.pairs)
+        self.tokens.inc(stats.tokens)
+        self.batch_padded_tokens.observe(stats.padded_tokens)
 
     def queue_changed(self, requests: int, tokens: int) -> None:
         self.queue_requests.set(requests)

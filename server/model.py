@@ -126,7 +126,7 @@ class CrossEncoderModel:
 
     def _resolve_max_length(self, requested: int | None) -> int:
         limit = position_limit(self._model.config)
-        own = int(self._cross_encoder.max_length or 0)
+        own = int(getattr(self._cross_encoder, "max_seq_length", None) or 0)
         if requested is None:
             if own <= 0 or own > 1_000_000:
                 own = limit or 512
@@ -149,7 +149,8 @@ class CrossEncoderModel:
         """Tokenize (query, text) pairs, cutting them to the max length.
 
         Args:
-            query: Search text; cut to half the max length when longer.
+            query: Search text. With ``document_first`` it is cut to half the max
+                length when longer; ``longest_first`` may cut it further.
             texts: Document texts, none of them blank.
             truncation: ``document_first`` keeps the query and cuts the document;
                 ``longest_first`` cuts as ``CrossEncoder.predict`` does.
@@ -165,7 +166,8 @@ class CrossEncoderModel:
             texts = [text[:max_document_chars] for text in texts]
         encoded = EncodedRequest()
         with self._tokenizer_lock:
-            query, encoded.query_truncated = self._cut_query(query)
+            if truncation == "document_first":
+                query, encoded.query_truncated = self._cut_query(query)
             doc_ids = self.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False,
                                      return_token_type_ids=False, verbose=False)["input_ids"]
             query_length = len(self.tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,6 +16,7 @@ from rerank_client._proto.rerank.v1 import rerank_pb2, rerank_pb2_grpc
 from .batcher import BatcherStoppedError, JobDroppedError, QueueFullError
 from .engine import Engine, RerankOptions, validate_request
 from .errors import InvalidRequestError, NotReadyError
+from .logs import REQUEST_ID_KEY, request_id_from
 from .metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,10 @@ _TRUNCATIONS = {
 }
 _POOLINGS = {rerank_pb2.POOLING_UNSPECIFIED: None, rerank_pb2.POOLING_MAX: "max", rerank_pb2.POOLING_MEAN: "mean"}
 _SCORE_KINDS = (rerank_pb2.SCORE_KIND_UNSPECIFIED, rerank_pb2.SCORE_KIND_RAW, rerank_pb2.SCORE_KIND_NORMALIZED)
+
+
+class DrainingError(NotReadyError):
+    """The server stopped admitting calls after SIGTERM (UNAVAILABLE)."""
 
 
 def _status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -44,15 +50,43 @@ def _status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error while scoring; the server log has the details"
 
 
-class RerankerService(rerank_pb2_grpc.RerankerServicer):
-    """Serves rerank.v1.Reranker. Until :meth:`attach` gives it an engine, calls get UNAVAILABLE."""
+def _rejection_reason(error: BaseException) -> str | None:
+    """Return the ``rerank_rejected_requests`` reason of an error raised before scoring, else None."""
+    if isinstance(error, InvalidRequestError):
+        # documents[12].text -> documents.text, so label values stay few.
+        return "invalid_" + re.sub(r"\[\d+\]", "", error.field)
+    if isinstance(error, QueueFullError):
+        return f"queue_full_{error.resource}"
+    if isinstance(error, (DrainingError, BatcherStoppedError)):
+        return "draining"
+    if isinstance(error, NotReadyError):
+        return "not_ready"
+    return None
 
-    def __init__(self, *, metrics: ServerMetrics | None, default_truncation: str, model_name: str) -> None:
+
+def _log_level(code: grpc.StatusCode) -> int:
+    """Overload is degraded service (WARNING); other caller-side outcomes are INFO."""
+    return logging.WARNING if code is grpc.StatusCode.RESOURCE_EXHAUSTED else logging.INFO
+
+
+class RerankerService(rerank_pb2_grpc.RerankerServicer):
+    """Serves rerank.v1.Reranker. Until :meth:`attach` gives it an engine, calls get UNAVAILABLE.
+
+    Args:
+        max_in_flight: Rerank calls admitted at once; past it a call gets
+            RESOURCE_EXHAUSTED before its documents are tokenized. None: no limit.
+    """
+
+    def __init__(self, *, metrics: ServerMetrics | None, default_truncation: str, model_name: str,
+                 max_in_flight: int | None = None) -> None:
         self._engine: Engine | None = None
         self._metrics = metrics
         self._default_truncation = default_truncation
         self._model_name = model_name
         self._accepting = True
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     def attach(self, engine: Engine) -> None:
         self._engine = engine
@@ -61,26 +95,55 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
         """Make new calls fail with UNAVAILABLE while in-flight ones finish (drain)."""
         self._accepting = False
 
+    @property
+    def in_flight(self) -> int:
+        """Rerank calls admitted and not yet answered."""
+        return self._in_flight
+
     def _ready_engine(self) -> Engine:
         if not self._accepting:
-            raise NotReadyError("server is draining; retry on another replica")
+            raise DrainingError("server is draining; retry on another replica")
         if self._engine is None:
             raise NotReadyError(f"model {self._model_name!r} is still loading; retry when health is SERVING")
         return self._engine
 
+    def _admit(self) -> None:
+        """Count one Rerank call in, or raise QueueFullError when the limit is reached."""
+        with self._in_flight_lock:
+            if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
+                raise QueueFullError("requests", self._in_flight, 1, self._max_in_flight)
+            self._in_flight += 1
+        if self._metrics is not None:
+            self._metrics.in_flight.inc()
+
+    def _release(self) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= 1
+        if self._metrics is not None:
+            self._metrics.in_flight.dec()
+
     def _handle(self, method: str, context: grpc.ServicerContext, call: Callable[[str], T]) -> T:
-        """Run one RPC: time it, count it by status, log it, and map errors to statuses."""
-        request_id = _request_id(context)
+        """Run one RPC: time it, count it by status, log it, and map errors to statuses.
+
+        The request id is the caller's ``x-request-id`` metadata (cleaned) or a new
+        one; it is sent back in the trailing metadata and is on every log line.
+        """
+        request_id = request_id_from(context.invocation_metadata() or ())
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
             return call(request_id)
         except Exception as error:  # noqa: BLE001 - every error becomes a status, unknown ones INTERNAL
             code, message = _status_of(error)
+            reason = _rejection_reason(error)
+            if self._metrics is not None and reason is not None:
+                self._metrics.rejected.labels(reason=reason).inc()
             if code is grpc.StatusCode.INTERNAL:
                 logger.exception("%s failed request_id=%s", method, request_id)
             else:
-                logger.info("%s rejected request_id=%s code=%s message=%s", method, request_id, code.name, message)
+                logger.log(_log_level(code), "%s rejected request_id=%s code=%s message=%s", method, request_id,
+                           code.name, message)
             context.abort(code, message)
             raise  # unreachable: abort raises
         finally:
@@ -91,15 +154,23 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
                     self._metrics.request_time.observe(elapsed)
 
     def Rerank(self, request: rerank_pb2.RerankRequest, context: grpc.ServicerContext) -> rerank_pb2.RerankResponse:
-        return self._handle("Rerank", context, lambda request_id: self._rerank(request, context, request_id))
+        return self._handle("Rerank", context, lambda request_id: self._admitted_rerank(request, context, request_id))
+
+    def _admitted_rerank(self, request: rerank_pb2.RerankRequest, context: grpc.ServicerContext,
+                         request_id: str) -> rerank_pb2.RerankResponse:
+        engine = self._ready_engine()
+        self._admit()
+        try:
+            return self._rerank(engine, request, context, request_id)
+        finally:
+            self._release()
 
     def GetModelInfo(self, request: rerank_pb2.GetModelInfoRequest,
                      context: grpc.ServicerContext) -> rerank_pb2.ModelInfo:
         return self._handle("GetModelInfo", context, lambda request_id: self._model_info())
 
-    def _rerank(self, request: rerank_pb2.RerankRequest, context: grpc.ServicerContext,
+    def _rerank(self, engine: Engine, request: rerank_pb2.RerankRequest, context: grpc.ServicerContext,
                 request_id: str) -> rerank_pb2.RerankResponse:
-        engine = self._ready_engine()
         texts = [document.text for document in request.documents]
         top_n = request.top_n if request.HasField("top_n") else None
         validate_request(request.query, texts, top_n, request.ByteSize(), engine.limits)
@@ -166,9 +237,3 @@ def _options(request: rerank_pb2.RerankRequest, default_truncation: str) -> Rera
         pooling=_POOLINGS[request.pooling],
     )
 
-
-def _request_id(context: grpc.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
-            return str(value)[:128]
-    return uuid.uuid4().hex[:16]
