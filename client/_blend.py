@@ -86,8 +86,8 @@ def _min_max(values: dict[int, float]) -> dict[int, float]:
     high = max(values.values())
     if high == low:
         return dict.fromkeys(values, 1.0)
-    # Subtract before dividing: (value - low) / span stays finite even when the
-    # span of two huge scores would overflow to infinity.
+    # For scores near the float limits high - low overflows to infinity, and
+    # halving every term first keeps the ratio finite.
     span = high - low
     if not math.isfinite(span):
         return {position: (value / 2 - low / 2) / (high / 2 - low / 2) for position, value in values.items()}
@@ -97,6 +97,8 @@ def _min_max(values: dict[int, float]) -> dict[int, float]:
 def _as_finite(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
         return None
-    return float(value)
+    return number if math.isfinite(number) else None

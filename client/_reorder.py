@@ -4,13 +4,19 @@ The functions here take a search response (a page) as OpenSearch or
 Elasticsearch return it and the rerank scores for its hits, and build a new
 page. They never mutate their input. The policies they apply:
 
-- Hits are sorted by rerank score, highest first. Hits with equal scores keep
-  their original relative order.
+- Hits are sorted by their new ``_score``, highest first. Hits with equal
+  scores keep their original relative order. ``_score`` is the rerank score,
+  or the blended score when a `ScoreBlend` is given (see `blend_scores`).
 - A hit without text has no score. It is placed after every scored hit, in its
   original relative order, and its ``_score`` becomes null.
 - Only ``_score`` changes on a hit, and a ``_rerank`` key (`RERANK_KEY`) is
   added next to ``_source``, never inside it. The key contains the first-stage
-  score and rank, the rerank score and the score kind (`HitRerankInfo`).
+  score and rank, the model's rerank score and the score kind
+  (`HitRerankInfo`), whether or not ``_score`` is blended.
+- With a minimum score, scored hits whose new ``_score`` is below it are
+  removed from the page, and the page status counts them in
+  ``hits_below_min_score``. Hits without text have no score to compare and
+  are kept. Without a minimum score no hit is ever removed.
 - ``hits.max_score`` becomes the first hit's new ``_score``. Every other part
   of the response (``took``, ``_shards``, ``hits.total``, ``aggregations``,
   unknown keys) is kept as is.
@@ -18,10 +24,9 @@ page. They never mutate their input. The policies they apply:
   (`PageRerankInfo`). A page with no hits is the exception: `reorder_page`
   returns it unchanged.
 - Reranking reorders the hits of the page it is given and nothing else. To
-  rerank a window of N hits and serve pages from it, search with ``from=0``
-  and ``size=N``, rerank that page, then slice the reordered hits. Pages past
-  the end of the window are empty. Hits outside the window are never compared
-  with those inside it.
+  rerank a window of N hits and serve ``from``/``size`` pages from it, use the
+  window helpers in `rerank_client._window`, which document what happens to
+  hits past the window.
 
 Besides plain dicts, the functions that take a page accept the response
 objects of the official Python clients and read the dict they wrap: ``.body``
@@ -36,6 +41,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
+from ._blend import ScoreBlend, blend_scores
 from ._errors import RerankInputError, RerankProtocolError
 
 __all__ = [
@@ -79,8 +85,8 @@ class HitRerankInfo(TypedDict):
     - ``first_stage_score``: the hit's ``_score`` in the input page, or None
       where it had none.
     - ``first_stage_rank``: the hit's 0-based position in the input page.
-    - ``score``: the rerank score, equal to the new ``_score``, or None for a
-      hit without text.
+    - ``score``: the model's rerank score, or None for a hit without text. It
+      equals the new ``_score`` unless the scores were blended.
     - ``score_kind``: ``"raw"`` or ``"normalized"`` (see `ScoreKind`).
     """
 
@@ -98,9 +104,18 @@ class PageRerankInfo(_PageRerankInfoRequired, total=False):
     """Rerank status stored under `RERANK_KEY` at the top of a page.
 
     ``status`` is always present. A reordered page also has ``model``,
-    ``score_kind``, ``reranked_hits`` (hits with a score) and
+    ``score_kind``, ``reranked_hits`` (hits the model scored) and
     ``hits_without_text`` (hits with no score). ``reason`` states why a page is
-    ``"partial"`` or ``"skipped"``.
+    ``"partial"`` or ``"skipped"``, and ``reason_code`` names the cause in one
+    word for programs: ``"timeout"``, ``"unavailable"``, ``"circuit_open"``,
+    ``"rejected"``, ``"server_error"``, ``"protocol_error"`` or
+    ``"past_window"``.
+
+    Present only when the option was used: ``blend`` (the two weights),
+    ``min_score`` and ``hits_below_min_score`` (scored hits removed for a
+    ``_score`` below it). Pages served from a rank window also carry
+    ``window`` (its size), ``from``, ``size`` and ``hits_past_window`` (hits
+    on the page in first-stage order because they lie past the window).
     """
 
     model: str
@@ -108,6 +123,12 @@ class PageRerankInfo(_PageRerankInfoRequired, total=False):
     reranked_hits: int
     hits_without_text: int
     reason: str
+    reason_code: str
+    blend: dict[str, float]
+    min_score: float
+    hits_below_min_score: int
+    window: int
+    hits_past_window: int
 
 
 def as_page(response: object) -> Mapping[str, Any]:
@@ -266,6 +287,8 @@ def reorder_page(
     model: str,
     status: Literal["reranked", "partial"] = "reranked",
     reason: str | None = None,
+    blend: ScoreBlend | None = None,
+    min_score: float | None = None,
 ) -> dict[str, Any]:
     """Build a new page with the hits sorted by rerank score.
 
@@ -287,6 +310,10 @@ def reorder_page(
             reordering is incomplete. `reason` then describes what is missing.
         reason: Why the page is ``"partial"``. Required for that status and
             optional otherwise.
+        blend: Weights for a ``_score`` that blends the normalized first-stage
+            and rerank scores; None makes ``_score`` the rerank score.
+        min_score: Remove scored hits whose new ``_score`` is below this
+            value and count them in the page status. None keeps every hit.
 
     Returns:
         The reranked page as a plain dict.
@@ -308,6 +335,7 @@ def reorder_page(
     page = as_page(page)
     hits = get_hits(page)
     _check_options(score_kind, model, status, reason)
+    _check_scoring(blend, min_score)
     checked_scores = _check_scores(scores, len(hits))
 
     if not hits:
@@ -322,15 +350,18 @@ def reorder_page(
                 f"do not store a {RERANK_KEY!r} field at the top level of a hit."
             )
 
+    if blend is None:
+        new_scores = checked_scores
+    else:
+        new_scores = blend_scores([hit.get("_score") for hit in hits], checked_scores, blend)
+
     # Python's sort is stable, so equal scores keep the original order, and
     # hits without a score sort after every scored hit in their original order.
-    order = sorted(
-        range(len(hits)),
-        key=lambda position: _sort_key(checked_scores[position]),
-    )
+    order = sorted(range(len(hits)), key=lambda position: _sort_key(new_scores[position]))
+    kept = [position for position in order if not _is_below(new_scores[position], min_score)]
     new_hits = [
-        _rescore_hit(hits[position], position, checked_scores[position], score_kind)
-        for position in order
+        _rescore_hit(hits[position], position, new_scores[position], checked_scores[position], score_kind)
+        for position in kept
     ]
 
     without_text = sum(1 for score in checked_scores if score is None)
@@ -343,10 +374,16 @@ def reorder_page(
     }
     if reason is not None:
         info["reason"] = reason
+    if blend is not None:
+        info["blend"] = {"first_stage_weight": float(blend.first_stage_weight),
+                         "rerank_weight": float(blend.rerank_weight)}
+    if min_score is not None:
+        info["min_score"] = float(min_score)
+        info["hits_below_min_score"] = len(order) - len(kept)
 
     hits_object = dict(page["hits"])
     hits_object["hits"] = new_hits
-    hits_object["max_score"] = new_hits[0]["_score"]
+    hits_object["max_score"] = new_hits[0]["_score"] if new_hits else None
 
     result = dict(page)
     result["hits"] = hits_object
@@ -360,6 +397,7 @@ def mark_page(
     reason: str,
     status: Literal["skipped", "partial"] = "skipped",
     model: str | None = None,
+    reason_code: str | None = None,
 ) -> dict[str, Any]:
     """Build a new page in the original hit order with the rerank status set.
 
@@ -375,6 +413,8 @@ def mark_page(
         reason: Why the page was not reranked, for example the error message.
         status: ``"skipped"`` (the default) or ``"partial"``.
         model: Model name, when known.
+        reason_code: One-word cause for programs, such as ``"timeout"`` (see
+            `PageRerankInfo`).
 
     Returns:
         The page as a plain dict with a top-level ``_rerank`` key.
@@ -398,9 +438,13 @@ def mark_page(
         )
     if model is not None and not isinstance(model, str):
         raise RerankInputError(f"model must be a string or None, got {_describe(model)}.")
+    if reason_code is not None and not isinstance(reason_code, str):
+        raise RerankInputError(f"reason_code must be a string or None, got {_describe(reason_code)}.")
     _check_page_key_free(page)
 
     info: PageRerankInfo = {"status": status, "reason": reason}
+    if reason_code is not None:
+        info["reason_code"] = reason_code
     if model is not None:
         info["model"] = model
 
@@ -414,18 +458,26 @@ def mark_page(
 
 
 def _rescore_hit(
-    hit: Mapping[str, Any], position: int, score: float | None, score_kind: ScoreKind
+    hit: Mapping[str, Any],
+    position: int,
+    new_score: float | None,
+    rerank_score: float | None,
+    score_kind: ScoreKind,
 ) -> dict[str, Any]:
     info: HitRerankInfo = {
         "first_stage_score": hit.get("_score"),
         "first_stage_rank": position,
-        "score": score,
+        "score": rerank_score,
         "score_kind": score_kind,
     }
     new_hit = dict(hit)
-    new_hit["_score"] = score
+    new_hit["_score"] = new_score
     new_hit[RERANK_KEY] = info
     return new_hit
+
+
+def _is_below(score: float | None, min_score: float | None) -> bool:
+    return min_score is not None and score is not None and score < min_score
 
 
 def _sort_key(score: float | None) -> tuple[bool, float]:
@@ -503,6 +555,15 @@ def _check_options(
         raise RerankInputError(
             "status 'partial' requires a reason that describes what was not reranked."
         )
+
+
+def _check_scoring(blend: object, min_score: object) -> None:
+    if blend is not None and not isinstance(blend, ScoreBlend):
+        raise RerankInputError(f"blend must be a ScoreBlend or None, got {_describe(blend)}.")
+    if min_score is not None and (
+        isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score)
+    ):
+        raise RerankInputError(f"min_score must be a finite number or None, got {_describe(min_score)}.")
 
 
 def _check_page_key_free(page: Mapping[str, Any]) -> None:

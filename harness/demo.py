@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("opensearch").setLevel(logging.WARNING)
     from opensearchpy import OpenSearch
 
     from rerank_client import RerankClient

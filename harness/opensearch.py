@@ -315,10 +315,12 @@ def _unpack(zip_path: Path, unpack_root: Path) -> None:
         with zipfile.ZipFile(zip_path) as archive:
             for member in archive.infolist():
                 target = Path(archive.extract(member, staging))
-                # zipfile drops Unix permissions; restore them so bin/ stays executable.
+                # zipfile drops Unix permissions, so restore them to keep bin/
+                # executable. Everything becomes world-readable as well, because
+                # nodes may run as other users than the one who unpacked.
                 mode = (member.external_attr >> 16) & 0o777
-                if mode:
-                    target.chmod(mode)
+                readable = 0o555 if member.is_dir() else 0o444
+                target.chmod(mode | readable)
         staging.replace(unpack_root)
     except (zipfile.BadZipFile, OSError) as error:
         shutil.rmtree(staging, ignore_errors=True)

@@ -95,9 +95,11 @@ def collect_candidates(opensearch: OpenSearch, index: str, split: BeirSplit, rer
             reranked = rerank_client.rerank_page(page, query.text, fields=list(TEXT_FIELDS))
             model = reranked["_rerank"].get("model", model)
             by_id = {hit["_id"]: hit["_score"] for hit in reranked["hits"]["hits"]}
-            # A hit without text gets no score; it ranks below every scored hit.
-            entry.rerank = [float("-inf") if by_id[doc_id] is None else float(by_id[doc_id])
-                            for doc_id in entry.doc_ids[:k]]
+            scores = [by_id[doc_id] for doc_id in entry.doc_ids[:k]]
+            # A hit without text gets no score from the sidecar; one below every scored hit
+            # keeps it last and keeps min-max scaling finite.
+            floor = min((float(score) for score in scores if score is not None), default=0.0) - 1.0
+            entry.rerank = [floor if score is None else float(score) for score in scores]
         candidates.append(entry)
     return candidates, model
 

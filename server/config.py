@@ -48,7 +48,7 @@ class ServerConfig:
     port: int = 50051
     port_file: Path | None = None
     metrics_port: int = 9464
-    workers: int = 64
+    workers: int = 128
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -59,7 +59,7 @@ class ServerConfig:
     batch_size: int = 32
     max_batch_tokens: int = 4096
     max_queue_delay_ms: float = 2.0
-    max_queue_requests: int = 60
+    max_queue_requests: int = 120
     max_queue_tokens: int = 4_000_000
 
     max_documents: int = 1000

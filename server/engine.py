@@ -38,7 +38,7 @@ class Limits:
 
 @dataclass(frozen=True, kw_only=True)
 class RerankOptions:
-    """What one request asks for besides its query and documents."""
+    """Options of one request besides its query and documents."""
 
     top_n: int | None = None
     normalized: bool = False

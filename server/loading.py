@@ -30,7 +30,16 @@ def load_model(config: ServerConfig) -> CrossEncoderModel:
         kind, reason = detect_model_kind(config.model)
         logger.info("model kind detected kind=%s reason=%s", kind, reason)
     if config.backend == "onnx":
-        raise ModelLoadError("--backend onnx is not supported yet; use torch")
+        from .onnx_backend import OnnxCrossEncoderModel
+
+        if kind == "bi-encoder":
+            raise ModelLoadError("--backend onnx serves cross-encoders only; pass --backend torch for a "
+                                 "bi-encoder")
+        # NOTE: ServerConfig has no onnx_quantize or onnx_cache_dir field yet, so the
+        # server serves fp32 (fp16 on CUDA) and caches the export in the default place.
+        quantize = getattr(config, "onnx_quantize", None)
+        return OnnxCrossEncoderModel(settings, quantize=None if quantize in (None, "none") else quantize,
+                                     cache_dir=getattr(config, "onnx_cache_dir", None))
     if kind == "bi-encoder":
         from .biencoder import DEFAULT_EMBEDDING_CACHE_SIZE, BiEncoderModel
 

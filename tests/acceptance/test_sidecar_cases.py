@@ -72,8 +72,11 @@ def test_top_n_truncates_after_sorting(stub, texts, five_documents):
     assert [(r.index, r.score) for r in top_two.results] == [(r.index, r.score) for r in full.results[:2]]
 
 
-def test_top_n_zero_returns_none_and_negative_is_rejected(stub, texts, five_documents):
+def test_top_n_zero_returns_no_results(stub, texts, five_documents):
     assert list(_rerank(stub, texts["Q"], five_documents, top_n=0).results) == []
+
+
+def test_top_n_negative_is_rejected(stub, texts, five_documents):
     with pytest.raises(grpc.RpcError) as raised:
         _rerank(stub, texts["Q"], five_documents, top_n=-1)
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
