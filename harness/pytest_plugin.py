@@ -4,6 +4,9 @@ Enable with ``-p rerank_harness.pytest_plugin`` or with
 ``pytest_plugins = ["rerank_harness.pytest_plugin"]`` in a root conftest.py.
 
 Environment variables:
+    RERANK_TEST_DOCKER: With 1, start OpenSearch and the sidecar through
+        pytest-docker from deploy/docker-compose.yml (needs a Docker engine),
+        serving the tiny test model, instead of a native node and process.
     RERANK_TEST_OPENSEARCH_URL: Use the node at this URL and start none.
     RERANK_OPENSEARCH_VERSION, _HTTP_PORT, _HEAP, _CACHE, _JAVA_HOME,
     _TIMEOUT_S: Settings of the node that ``opensearch_node`` starts (see
@@ -18,10 +21,12 @@ unnoticed in CI.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -35,15 +40,23 @@ TEST_URL_ENV = "RERANK_TEST_OPENSEARCH_URL"
 
 
 @pytest.fixture(scope="session")
-def opensearch_node() -> Iterator[OpenSearchNode | ExternalNode]:
+def opensearch_node(request: pytest.FixtureRequest) -> Iterator[OpenSearchNode | ExternalNode]:
     """Yield a green OpenSearch node: the one at RERANK_TEST_OPENSEARCH_URL, else a new one.
 
     A node started here runs for the whole session and is stopped at its end.
+    With RERANK_TEST_DOCKER=1 the node is the Compose file's ``opensearch`` service.
     """
     try:
         config = NodeConfig.from_env()
     except ValueError as error:
         pytest.fail(f"invalid OpenSearch node setting: {error}", pytrace=False)
+
+    if docker_mode():
+        services = request.getfixturevalue("compose_services")
+        external = ExternalNode(f"http://127.0.0.1:{services.port_for('opensearch', 9200)}")
+        external.wait_for_green(config.timeout_s)
+        yield external
+        return
 
     if url := os.environ.get(TEST_URL_ENV):
         external = ExternalNode(url.rstrip("/"))
@@ -112,3 +125,93 @@ def scifact_index(
         yield name
     finally:
         opensearch_client.indices.delete(index=name, ignore_unavailable=True)
+
+
+# -- models and the sidecar ---------------------------------------------------------------------
+
+DOCKER_ENV = "RERANK_TEST_DOCKER"
+COMPOSE_FILE = Path(__file__).resolve().parent.parent / "deploy" / "docker-compose.yml"
+
+
+def docker_mode() -> bool:
+    """Return True when RERANK_TEST_DOCKER=1 selects the Compose services."""
+    return os.environ.get(DOCKER_ENV) == "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build a random 2-layer BERT cross-encoder once per session and return its folder."""
+    from rerank_harness.models import build_tiny_cross_encoder
+
+    folder = build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+    folder.chmod(0o755)  # a container user must be able to read a bind-mounted copy
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reference_encoder(tiny_model_dir: Path) -> Any:
+    """Return sentence-transformers' own CrossEncoder on the tiny model: the reference for scores."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(COMPOSE_FILE)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_command() -> str:
+    """Prefer the Compose v2 plugin and fall back to the standalone docker-compose."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return "docker compose"
+    return "docker-compose"
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return f"rerank-test-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def compose_services(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Any:
+    """Start the Compose services with the tiny model mounted, through pytest-docker."""
+    os.environ["RERANK_MODEL_DIR"] = str(tiny_model_dir)
+    return request.getfixturevalue("docker_services")
+
+
+@dataclasses.dataclass
+class ComposeSidecar:
+    """The Compose file's ``reranker`` service, seen like a SidecarProcess."""
+
+    target: str
+    pid: int | None = None
+
+    def stop(self, timeout: float = 0.0) -> None:
+        """Leave the service running: pytest-docker stops the whole project at session end."""
+
+
+@pytest.fixture(scope="session")
+def sidecar(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[Any]:
+    """Yield one real sidecar serving the tiny model: a ``rerank-server`` process, or the Compose service."""
+    if docker_mode():
+        services = request.getfixturevalue("compose_services")
+        yield ComposeSidecar(target=f"127.0.0.1:{services.port_for('reranker', 50051)}")
+        return
+
+    from rerank_harness.sidecar import SidecarError, SidecarProcess
+
+    process = SidecarProcess(tiny_model_dir, args=["--batch-size", "32"])
+    try:
+        process.start()
+    except SidecarError as error:
+        process.stop()
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield process
+    finally:
+        process.stop()

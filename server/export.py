@@ -143,7 +143,9 @@ def export_fp32(model: Any, folder: Path, sample: Mapping[str, np.ndarray]) -> d
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(sample[name])) for name in names)
         dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in names}
         dynamic_axes[OUTPUT_NAME] = {0: "batch"}
-        with _quiet_exporter(), torch.no_grad():
+        # The eager attention graph is the pattern ONNX Runtime's attention fusion
+        # matches; the SDPA graph exports correctly but runs unfused.
+        with _quiet_exporter(), torch.no_grad(), _eager_attention(model):
             # The TorchScript exporter; the dynamo exporter needs onnxscript, which
             # the server extra does not install.
             torch.onnx.export(wrapper, tensors, str(staging / FP32_FILE), input_names=names,
@@ -236,6 +238,20 @@ def _logits_only(model: Any) -> Any:
     return LogitsOnly()
 
 
+@contextlib.contextmanager
+def _eager_attention(model: Any) -> Iterator[None]:
+    """Switch a transformers model to eager attention for the block, then back."""
+    previous = getattr(model.config, "_attn_implementation", None)
+    if previous in (None, "eager") or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
 def _fuse(path: Path, config: Any) -> bool:
     """Fuse BERT-family subgraphs in place; return False when the architecture or fusion fails.
 
@@ -274,10 +290,20 @@ def _publish(staging: Path, folder: Path) -> None:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence tracer and quantizer warnings, which would bury the server's own log lines."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    """Silence tracer warnings and the fusion scripts' INFO lines, which would bury the server's own.
+
+    The fusion scripts log through loggers named after their modules, not under
+    one package name, so INFO is disabled process-wide while the block runs.
+    Only loading runs then; the server is not yet serving.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.INFO))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 # -- command -------------------------------------------------------------------------------

@@ -108,9 +108,11 @@ class RunningServer:
         grace = self.config.grace_period_s if grace is None else grace
         started = time.monotonic()
         logger.info("draining grace_seconds=%.1f in_flight=%d", grace, self.service.in_flight)
+        # Refuse new calls before health changes, so a caller that sees NOT_SERVING
+        # can rely on new calls getting UNAVAILABLE.
+        self.service.stop_accepting()
         self.health.set_not_serving()
         self.metrics.serving.set(0)
-        self.service.stop_accepting()
         self.server.stop(grace).wait()
         if self.engine is not None:
             self.engine.batcher.stop(timeout=grace + 5)

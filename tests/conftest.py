@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny models, in-process servers and real sidecar processes."""
+"""Shared fixtures: in-process servers and clients.
+
+The reusable fixtures (OpenSearch node, SciFact index, tiny model, sidecar process)
+come from the rerank_harness.pytest_plugin plugin.
+"""
 
 from __future__ import annotations
 
@@ -31,25 +35,10 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rerank_harness.models import build_tiny_cross_encoder
-
-    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
-
-
-@pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir: Path):
     from rerank_server.model import CrossEncoderModel, ModelSettings
 
     return CrossEncoderModel(ModelSettings(model=str(tiny_model_dir), device="cpu"))
-
-
-@pytest.fixture(scope="session")
-def reference_encoder(tiny_model_dir: Path):
-    """sentence-transformers' own CrossEncoder on the tiny model, the reference for scores."""
-    from sentence_transformers import CrossEncoder
-
-    return CrossEncoder(str(tiny_model_dir), device="cpu")
 
 
 @pytest.fixture
@@ -71,16 +60,6 @@ def make_server(tiny_model_dir: Path, tiny_model) -> Iterator[Callable[..., obje
     yield start
     for running in started:
         running.stop(grace=0)
-
-
-@pytest.fixture(scope="session")
-def sidecar(tiny_model_dir: Path) -> Iterator[object]:
-    """One real ``rerank-server`` process with the tiny model, shared by the session."""
-    from rerank_harness.sidecar import SidecarProcess
-
-    process = SidecarProcess(tiny_model_dir, args=["--batch-size", "32"]).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

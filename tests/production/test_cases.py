@@ -77,11 +77,12 @@ def test_long_inputs_leave_no_state(main_server, start_server, texts):
 # -- concurrency and memory ------------------------------------------------------------------------
 
 
-def _mixed_request(rng: random.Random, texts: dict[str, str], number: int) -> rerank_pb2.RerankRequest:
-    """A request with a distinct query and 1-50 documents of roughly 10 to 600 tokens."""
+def _mixed_request(rng: random.Random, texts: dict[str, str], number: int,
+                   max_documents: int = 50) -> rerank_pb2.RerankRequest:
+    """A request with a distinct query and 1 to ``max_documents`` documents of roughly 10 to 600 tokens."""
     bodies = [texts[name] for name in ("D_REL", "D_REL2", "D_MID", "D_IRR", "D_IRR2")]
     documents = []
-    for position in range(rng.randint(1, 50)):
+    for position in range(rng.randint(1, max_documents)):
         words = rng.randint(10, 600)
         filler = " ".join(f"{rng.choice(bodies)} {position}-{word}" for word in range(max(1, words // 20)))
         documents.append(" ".join(filler.split()[:words]))
@@ -94,7 +95,8 @@ def test_concurrent_then_sequential_calls(main_server, texts):
     with ThreadPoolExecutor(max_workers=64) as pool:
         together = list(pool.map(lambda item: main_server.stub.Rerank(item, timeout=300), concurrent))
 
-    sequential = [_mixed_request(rng, texts, 1000 + number) for number in range(300)]
+    # Fewer documents per sequential call keep the run short on a 2-core machine.
+    sequential = [_mixed_request(rng, texts, 1000 + number, max_documents=20) for number in range(300)]
     first_answers = []
     rss_after_call_50 = 0
     for number, item in enumerate(sequential, start=1):
