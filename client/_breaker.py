@@ -38,7 +38,8 @@ class CircuitBreaker:
         clock: Monotonic clock in seconds; tests pass a fake one.
 
     One instance may be shared by several clients of the same sidecar, sync
-    and async alike: its methods never block and never await.
+    and async alike. Its methods hold a lock for a few operations only and
+    never await.
     """
 
     def __init__(self, *, failure_threshold: int = 5, reset_timeout_s: float = 5.0,

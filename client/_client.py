@@ -27,6 +27,7 @@ from ._core import (
 from ._errors import RerankError, RerankInputError
 from ._options import Keepalive, RetryPolicy
 from ._proto.rerank.v1 import rerank_pb2, rerank_pb2_grpc
+from ._reorder import as_page
 from ._shadow import ShadowResult
 from ._text import TextSpec
 
@@ -159,7 +160,7 @@ class RerankClient(BaseClient):
         """Return a new search response with its hits sorted by rerank score.
 
         The input is never changed. Each hit keeps every key; ``_score``
-        becomes the rerank score (or the blended score) and ``_rerank`` holds
+        becomes the rerank score (or the blended score) and ``_rerank`` contains
         the first-stage score and rank and the model's score. The page gets a
         ``_rerank`` status: ``"reranked"``, or ``"skipped"`` with ``reason`` and
         ``reason_code`` after a fail-open. ``hits.max_score`` follows the new
@@ -216,14 +217,13 @@ class RerankClient(BaseClient):
 
         Returns:
             A `ShadowResult` whose ``page`` is the input page itself and whose
-            ``comparison`` holds Kendall's tau, Spearman's rho and the top-k
+            ``comparison`` contains Kendall's tau, Spearman's rho and the top-k
             overlap of the two orders.
 
         Raises:
             RerankInputError: as `rerank_page`.
         """
-        source = self._plan_page(page, query, fields, normalized=normalized, truncation=truncation, blend=None,
-                                 min_score=None).source
+        source = as_page(page)
         try:
             reranked = self.rerank_page(source, query, fields, normalized=normalized, truncation=truncation,
                                         timeout=timeout, fail_open=False)

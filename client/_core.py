@@ -1,6 +1,6 @@
-"""Logic shared by the sync and async clients; everything here but the RPC itself.
+"""Logic shared by the sync and async clients: every step except sending the RPC.
 
-`BaseClient` holds the settings, builds the requests, checks the responses,
+`BaseClient` stores the settings, builds the requests, checks the responses,
 builds the pages and decides on retries, the circuit breaker and fail-open.
 `RerankClient` and `AsyncRerankClient` add only the channel and the loop that
 sends RPCs, so the two clients behave the same by construction.
@@ -53,8 +53,8 @@ _PROTO_OVERHEAD_BYTES = 16
 # pick_first, would keep every RPC on the first address.
 _ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
-# Statuses that say the request was at fault, not the sidecar: the sidecar
-# answered, so for the circuit breaker they count as a success.
+# Statuses that blame the request, not the sidecar. The sidecar responded, so
+# for the circuit breaker they count as a success.
 _REQUEST_FAULT_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE)
 
 DocumentInput = Union[str, tuple[str, str]]
@@ -316,7 +316,7 @@ class BaseClient:
         """Record a failed RPC and return the wait before retrying it, or None to give up."""
         code = _code_of(error)
         # CANCELLED comes from this side (the channel closed, the caller gave
-        # up) and says nothing about the sidecar.
+        # up), so it is no evidence about the sidecar.
         if guarded and code is not grpc.StatusCode.CANCELLED:
             self._record_breaker(failed=code not in _REQUEST_FAULT_CODES)
         if not guarded or self.retry is None or code is not grpc.StatusCode.UNAVAILABLE:

@@ -32,7 +32,7 @@ class RetryPolicy:
         initial_backoff_s: Wait before the first retry, in seconds.
         max_backoff_s: Upper bound of the wait between attempts.
         multiplier: Growth of the wait from one retry to the next.
-        min_attempt_s: Least time an attempt must have before the deadline.
+        min_attempt_s: Minimum time left before the deadline for a retry to be sent.
     """
 
     max_attempts: int = 3
@@ -67,6 +67,14 @@ class Keepalive:
     a network partition) leaves the channel waiting for each call's deadline.
     Pings every `time_s` find such a connection dead after `timeout_s`, and the
     channel then reconnects or, with replicas, stops picking that replica.
+
+    NOTE: By default a gRPC server counts a ping as bad when it comes less
+    than 5 minutes after the previous one with no data sent in between. After
+    2 bad pings it closes the connection with GOAWAY ``too_many_pings`` (gRPC
+    Core ``doc/keepalive.md``). Rerank calls are short and send data, so pings
+    every `time_s` while calls are in flight stay within that policy. If the
+    sidecar's log shows ``too_many_pings``, raise `time_s` or relax the
+    server's ``grpc.http2.min_recv_ping_interval_without_data_ms``.
 
     Attributes:
         time_s: Seconds between pings on a connection with calls in flight.

@@ -19,7 +19,7 @@ __all__ = ["OrderComparison", "ShadowResult", "compare_orders"]
 
 @dataclass(frozen=True)
 class OrderComparison:
-    """How a reranked order differs from the first-stage order of the same hits.
+    """Differences between a reranked order and the first-stage order of the same hits.
 
     Attributes:
         hits: Number of hits compared.
@@ -79,8 +79,8 @@ def compare_orders(order: Sequence[int], top_k: int = 10) -> OrderComparison:
 
     Example::
 
-        >>> compare_orders([1, 0, 2], top_k=1)
-        OrderComparison(hits=3, kendall_tau=0.333..., spearman_rho=0.5, top_k=1, top_k_overlap=0.0)
+        compare_orders([1, 0, 2], top_k=1)
+        # hits=3, kendall_tau=1/3, spearman_rho=0.5, top_k=1, top_k_overlap=0.0
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise RerankInputError(f"top_k must be a positive integer, got {top_k!r}")

@@ -209,8 +209,6 @@ class WindowSearch(_WindowSettings):
             raise RerankInputError(
                 f"rerank_client must be a RerankClient, got {type(rerank_client).__name__}; "
                 "use AsyncWindowSearch with AsyncRerankClient")
-        if inspect.iscoroutinefunction(getattr(search_client, "search", None)):
-            raise RerankInputError("search_client.search is a coroutine function; use AsyncWindowSearch with it")
         super().__init__(fields, window=window, normalized=normalized, truncation=truncation, timeout=timeout,
                          fail_open=fail_open, blend=blend, min_score=min_score)
         self.search_client = search_client
@@ -235,14 +233,14 @@ class WindowSearch(_WindowSettings):
             Search client errors pass through unchanged.
         """
         request, from_, size = self._request(body, from_, size)
-        response = self.search_client.search(index=index, body=request, **params)
+        response = _sync_search(self.search_client, index, request, params)
         return self.rank_response(response, query).page(from_, size)
 
     def fetch_window(self, *, index: str | None, body: Mapping[str, Any] | None, query: str,
                      **params: Any) -> RankedWindow:
         """Run the search for the window alone and rerank it; cut pages with `RankedWindow.page`."""
         request, _from, _size = self._request(body, 0, 0)
-        response = self.search_client.search(index=index, body=request, **params)
+        response = _sync_search(self.search_client, index, request, params)
         return self.rank_response(response, query)
 
     def rank_response(self, response: object, query: str) -> RankedWindow:
@@ -269,8 +267,6 @@ class AsyncWindowSearch(_WindowSettings):
             raise RerankInputError(
                 f"rerank_client must be an AsyncRerankClient, got {type(rerank_client).__name__}; "
                 "use WindowSearch with RerankClient")
-        if not inspect.iscoroutinefunction(getattr(search_client, "search", None)):
-            raise RerankInputError("search_client.search is not a coroutine function; use WindowSearch with it")
         super().__init__(fields, window=window, normalized=normalized, truncation=truncation, timeout=timeout,
                          fail_open=fail_open, blend=blend, min_score=min_score)
         self.search_client = search_client
@@ -280,7 +276,7 @@ class AsyncWindowSearch(_WindowSettings):
                      from_: int | None = None, size: int | None = None, **params: Any) -> dict[str, Any]:
         """Run the search with the window, rerank the window and return one page (see `WindowSearch.search`)."""
         request, from_, size = self._request(body, from_, size)
-        response = await self.search_client.search(index=index, body=request, **params)
+        response = await _async_search(self.search_client, index, request, params)
         window = await self.rank_response(response, query)
         return window.page(from_, size)
 
@@ -288,7 +284,7 @@ class AsyncWindowSearch(_WindowSettings):
                            **params: Any) -> RankedWindow:
         """Run the search for the window alone and rerank it; cut pages with `RankedWindow.page`."""
         request, _from, _size = self._request(body, 0, 0)
-        response = await self.search_client.search(index=index, body=request, **params)
+        response = await _async_search(self.search_client, index, request, params)
         return await self.rank_response(response, query)
 
     async def rank_response(self, response: object, query: str) -> RankedWindow:
@@ -296,6 +292,26 @@ class AsyncWindowSearch(_WindowSettings):
         head, tail = self._split(response)
         reranked = await self.rerank_client.rerank_page(head, query, self.fields, **self._rerank_options)
         return self._assemble(reranked, tail)
+
+
+def _sync_search(search_client: Any, index: str | None, body: dict[str, Any], params: dict[str, Any]) -> Any:
+    response = search_client.search(index=index, body=body, **params)
+    if inspect.isawaitable(response):
+        # Close an unawaited coroutine so that asyncio does not warn about it.
+        if inspect.iscoroutine(response):
+            response.close()
+        raise RerankInputError("search_client.search returned an awaitable, so it is an async client; "
+                               "use AsyncWindowSearch with AsyncRerankClient")
+    return response
+
+
+async def _async_search(search_client: Any, index: str | None, body: dict[str, Any],
+                        params: dict[str, Any]) -> Any:
+    response = search_client.search(index=index, body=body, **params)
+    if not inspect.isawaitable(response):
+        raise RerankInputError("search_client.search did not return an awaitable, so it is a sync client; "
+                               "use WindowSearch with RerankClient")
+    return await response
 
 
 def _check_count(name: str, value: object) -> None:

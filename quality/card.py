@@ -40,8 +40,8 @@ def render_card(*, settings: dict[str, Any], data: dict[str, Any], outcome: Trai
               "`training_log.json` has every logged value).", "", "| step | epoch | loss |", "|---:|---:|---:|"]
     curve = outcome.loss_curve
     stride = max(1, -(-len(curve) // _MAX_CURVE_ROWS))
-    shown = curve[::stride] + ([curve[-1]] if curve and (len(curve) - 1) % stride else [])
-    lines += [f"| {row['step']} | {row['epoch']:g} | {row['loss']:.4f} |" for row in shown]
+    rows = curve[::stride] + ([curve[-1]] if curve and (len(curve) - 1) % stride else [])
+    lines += [f"| {row['step']} | {row['epoch']:g} | {row['loss']:.4f} |" for row in rows]
     lines += ["", "## Evaluation", ""]
     if evaluation is None:
         lines.append("Not run: pass --eval-dataset (or train from --beir) to evaluate after training.")

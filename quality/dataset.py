@@ -59,7 +59,7 @@ def load_split(folder: Path, split: str, *, limit: int | None = None,
 
 
 def document_text(document: Document) -> str:
-    """Return the text a model sees: title and text on two lines, as the client's default template joins them."""
+    """Return the text given to a model: title and text on two lines, as the client's default template joins them."""
     if document.title.strip():
         return f"{document.title}\n{document.text}"
     return document.text

@@ -52,7 +52,7 @@ def opensearch_client(url: str | None, *, timeout_s: float = 60.0) -> Iterator[O
 
 
 def ensure_index(client: OpenSearch, index: str, split: BeirSplit, *, reindex: bool = False) -> None:
-    """Create ``index`` with the harness mapping and load the corpus, unless it already holds it.
+    """Create ``index`` with the harness mapping and load the corpus, unless it already contains it.
 
     An existing index is reused when its document count equals the corpus size.
     With ``reindex``, or when the count differs, it is deleted and rebuilt.

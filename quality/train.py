@@ -70,7 +70,7 @@ class TrainSettings:
 
 @dataclass
 class TrainOutcome:
-    """What a run did: steps, whether a bound stopped it, and the logged loss curve."""
+    """Outcome of a run: steps, the bound that stopped it, if any, and the logged loss curve."""
 
     steps: int
     planned_steps: int
@@ -150,6 +150,7 @@ def train(settings: TrainSettings, pairs: list[Pair], *, resume: bool | Path = F
         disable_tqdm=not settings.progress,
         use_cpu=settings.device == "cpu",
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available() and settings.device != "cpu",
     )
     clock = _TimeLimit(settings.max_minutes)
     trainer = CrossEncoderTrainer(model=model, args=arguments, train_dataset=dataset, loss=loss,

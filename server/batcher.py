@@ -23,6 +23,10 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# A caller that leaves less than this many seconds before its deadline is counted
+# as timed out rather than cancelled.
+DEADLINE_SLACK_S = 0.5
+
 
 class PairLike(Protocol):
     @property
@@ -151,6 +155,10 @@ class Job:
         if self.deadline is not None and now >= self.deadline:
             return "deadline"
         if self.is_active is not None and not self.is_active():
+            # The caller's deadline timer fires before the server's, which starts a
+            # network hop later, so a caller gone just before its deadline timed out.
+            if self.deadline is not None and now >= self.deadline - DEADLINE_SLACK_S:
+                return "deadline"
             return "cancelled"
         return None
 

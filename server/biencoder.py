@@ -50,7 +50,7 @@ class EmbeddingPair:
     """One document (or one chunk of it) waiting to be compared with the query.
 
     ``input_ids`` is empty when the document embedding was already cached at
-    encoding time; ``embedding`` then holds it. ``length`` is what the batcher
+    encoding time, and ``embedding`` then contains it. ``length`` is what the batcher
     budgets: the tokens still to run through the model, at least 1.
     """
 

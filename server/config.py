@@ -103,12 +103,16 @@ class ServerConfig:
             raise ConfigError(f"--max-queue-delay-ms {self.max_queue_delay_ms} is invalid; expected >= 0")
         if self.grace_period_s < 0:
             raise ConfigError(f"--grace-period {self.grace_period_s} is invalid; expected >= 0 seconds")
+
+        self._check_capacity()
+        self._check_security()
+
+    def _check_capacity(self) -> None:
         if self.max_queue_requests > self.workers - RESERVED_WORKERS:
             raise ConfigError(
                 f"--max-queue-requests {self.max_queue_requests} is over --workers {self.workers} minus "
                 f"{RESERVED_WORKERS}: each admitted request holds a handler thread, and {RESERVED_WORKERS} "
                 "threads stay free for health checks; lower --max-queue-requests or raise --workers")
-        self._check_security()
 
     def _check_security(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

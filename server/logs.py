@@ -2,7 +2,7 @@
 
 Library modules only create loggers; :func:`configure_logging` is called once, by
 ``main``. Lines carry ``key=value`` fields; with ``--log-format json`` each line is
-one JSON object whose ``message`` holds the same text.
+one JSON object whose ``message`` contains the same text.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 REQUEST_ID_KEY = "x-request-id"
 MAX_REQUEST_ID_CHARS = 64
-# Kept characters cover UUIDs, W3C trace ids and the usual "service-1234" forms;
-# dropping the rest keeps a caller from forging log lines with newlines or quotes.
+# The kept characters cover UUIDs, W3C trace ids and "service-1234" forms. Dropping
+# the rest keeps a caller from forging log lines with newlines or quotes.
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:/+=-]")
 
 REPEAT_LIMIT = 5
@@ -107,9 +107,10 @@ class RepeatFilter(logging.Filter):
 
 
 def _append_suppressed(record: logging.LogRecord, suppressed: int) -> None:
-    # Format the original message first: its text may contain "%" signs of its own.
+    # The formatted text travels as an argument, because it may contain "%" signs of its own.
+    message = record.getMessage()
     record.msg = "%s repeats_suppressed=%d"
-    record.args = (record.getMessage(), suppressed)
+    record.args = (message, suppressed)
     record.repeats_suppressed = suppressed
 
 

@@ -42,7 +42,7 @@ logger = logging.getLogger("rerank_server")
 # slightly over --max-request-bytes reach validation, which names the limit.
 _MESSAGE_SLACK_BYTES = 1024 * 1024
 # gRPC queues calls that wait for a free handler thread without bound. Past
-# this many calls per worker, in progress or waiting, it answers
+# this many calls per worker, in progress or waiting, it returns
 # RESOURCE_EXHAUSTED itself, so a flood cannot grow memory.
 _CONCURRENT_RPCS_PER_WORKER = 2
 EXIT_CONFIG_ERROR = 2
@@ -117,7 +117,7 @@ class RunningServer:
         if self.engine is not None:
             self.engine.batcher.stop(timeout=grace + 5)
         self.metrics.close()
-        logger.info("stopped seconds=%.2f in_flight_cut_off=%d", time.monotonic() - started,
+        logger.info("stopped seconds=%.2f unfinished_calls=%d", time.monotonic() - started,
                     self.service.in_flight)
 
 

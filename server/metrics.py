@@ -27,7 +27,8 @@ class ServerMetrics:
         registry = self.registry
         self.requests = Counter("rerank_requests", "RPCs finished, by method and gRPC status code",
                                 ["method", "code"], registry=registry)
-        self.pairs = Counter("rerank_pairs_scored", "pairs scored by the model", registry=registry)
+        self.pairs = Counter("rerank_pairs_scored", "pairs the model scored; a chunk counts as one pair, "
+                             "cache hits are not counted", registry=registry)
         self.tokens = Counter("rerank_tokens", "tokens fed to the model, padding excluded", registry=registry)
         self.truncated = Counter("rerank_documents_truncated", "documents cut to the max length",
                                  registry=registry)
@@ -47,20 +48,25 @@ class ServerMetrics:
         self.in_flight = Gauge("rerank_in_flight_requests", "Rerank calls admitted and not yet answered",
                                registry=registry)
         self.serving = Gauge("rerank_serving", "1 while health reports SERVING, else 0", registry=registry)
+        # Series that exist before their first event, so dashboards and alerts see zeros, not gaps.
+        for reason in ("deadline", "cancelled"):
+            self.dropped_total.labels(reason=reason)
+        for result in ("hit", "miss"):
+            self.cache.labels(result=result)
         self.queue_wait = Histogram("rerank_queue_wait_seconds", "time a batch's oldest pair waited",
                                     buckets=_LATENCY_BUCKETS, registry=registry)
         self.tokenization = Histogram("rerank_tokenization_seconds", "tokenization time per request",
                                       buckets=_LATENCY_BUCKETS, registry=registry)
         self.inference = Histogram("rerank_inference_seconds", "model time per batch",
                                    buckets=_LATENCY_BUCKETS, registry=registry)
-        self.request_time = Histogram("rerank_request_seconds", "total time per Rerank request",
+        self.request_time = Histogram("rerank_request_seconds", "total time per successful Rerank request",
                                       buckets=_LATENCY_BUCKETS, registry=registry)
         self.batch_pairs = Histogram("rerank_batch_pairs", "pairs per model batch", buckets=_BATCH_BUCKETS,
                                      registry=registry)
         self.batch_padded_tokens = Histogram("rerank_batch_padded_tokens",
                                              "tokens per model batch, padding included",
                                              buckets=_BATCH_TOKEN_BUCKETS, registry=registry)
-        self.queue_requests = Gauge("rerank_queue_requests", "requests admitted and not finished",
+        self.queue_requests = Gauge("rerank_queue_requests", "requests in the batch queue: tokenized, not yet fully scored",
                                     registry=registry)
         self.queue_tokens = Gauge("rerank_queue_tokens", "tokens waiting for a batch", registry=registry)
 

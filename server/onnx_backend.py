@@ -1,19 +1,25 @@
 """ONNX Runtime backend: the same cross-encoder, exported once and run by onnxruntime.
 
 :class:`OnnxCrossEncoderModel` keeps the tokenizer and ``encode`` of
-:class:`~.model.CrossEncoderModel` and replaces only the forward pass. Loading:
+:class:`~.model.CrossEncoderModel` and replaces only the forward pass.
 
-1. The parent loads the model with sentence-transformers on the CPU; it is the
-   torch reference and the source of the export.
-2. The export for the model's key is reused, or written by ``export.export_fp32``.
-3. Sample pairs are scored by torch and by the fp32 file, in one padded batch
-   and one by one. A max absolute difference above ``EXPORT_TOLERANCE`` raises
-   :class:`~.model.ModelLoadError`, so a wrong export never serves.
-4. With ``quantize="int8"`` (CPU) or on a CUDA device (fp16), the file derived
-   from the checked fp32 file serves. Its difference from torch is logged, not
-   enforced, because reduced precision moves scores by design; the int8
-   fidelity report (``python -m bench.fidelity``) measures what it does to rankings.
-5. The torch weights are released.
+First start (or a changed model folder): the parent loads the model with
+sentence-transformers on the CPU. The export for the weights' key is reused or
+written (``export.export_fp32``). Then torch and the fp32 file score sample
+pairs, in one padded batch and one by one. A max absolute difference
+above ``EXPORT_TOLERANCE`` raises :class:`~.model.ModelLoadError`, so a wrong
+export never serves. The torch scores, the sample's token ids and the
+tokenizer facts go into ``export.json`` with a fingerprint of the folder's files.
+
+Later starts of an unchanged local folder skip sentence-transformers and the
+weights: the tokenizer alone is loaded, the sample must tokenize to the stored
+ids, and the fp32 file must still reproduce the stored torch scores within the
+tolerance. Any other difference falls back to the first-start path.
+
+With ``quantize="int8"`` (CPU) or on a CUDA device (fp16), the file derived
+from the checked fp32 file serves. Its difference from torch is logged, not
+enforced, because reduced precision moves scores by design; the int8 fidelity
+report (``python -m bench.fidelity``) measures what it does to rankings.
 
 Threads: ONNX Runtime runs each batch with ``threads`` intra-op threads
 (default: the CPUs this process may use) and one inter-op thread, because the
@@ -27,14 +33,16 @@ import dataclasses
 import gc
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import export
-from .model import CrossEncoderModel, EncodedPair, ModelLoadError, ModelSettings, resolve_device
+from .model import CrossEncoderModel, EncodedPair, ModelLoadError, ModelSettings, _sigmoid, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +55,10 @@ _SAMPLE_DOCUMENTS = (
     "A randomized trial of daily vitamin D3 in adults found fewer acute respiratory infections.",
     "Gene expression in zebrafish fin regeneration depends on retinoic acid signalling.",
     "Short.",
-    # Long enough to be cut at the max length, so the check covers the last positions.
-    "Observational cohorts report an association between serum 25-hydroxyvitamin D and infection risk. " * 80,
+    "Observational cohorts report an association between serum 25-hydroxyvitamin D and infection risk. " * 8,
 )
+# Activations whose float64 function the fast start can rebuild without torch.
+_NORMALIZERS = {"sigmoid": _sigmoid, "tanh": np.tanh}
 
 
 class OnnxCrossEncoderModel(CrossEncoderModel):
@@ -83,52 +92,66 @@ class OnnxCrossEncoderModel(CrossEncoderModel):
         if quantize is not None and device != "cpu":
             raise ModelLoadError(f"int8 quantization runs on the CPU only, but device {device!r} was selected; "
                                  "pass --device cpu, or drop the quantization to serve fp16 on the GPU")
-        # The torch reference stays on the CPU: it only exports and checks.
-        super().__init__(dataclasses.replace(settings, device="cpu"))
         self.threads = settings.threads or _available_cpus()
-        self.precision = "int8" if quantize else ("fp16" if device != "cpu" else "fp32")
+        if quantize:
+            self.precision = quantize
+        elif device != "cpu":
+            self.precision = "fp16"
+        else:
+            self.precision = "fp32"
+        self._tolerance = tolerance
 
-        folder, reused = self._ensure_export(cache_dir, force_export)
-        fp32_session = _create_session(folder / export.FP32_FILE, device="cpu", threads=self.threads)
-        fp32_difference = self._max_difference(fp32_session)
-        metadata = export.read_metadata(folder)
+        fingerprint = export.folder_fingerprint(settings.model)
+        cached = None if force_export or fingerprint is None else export.find_by_fingerprint(
+            export.export_root(settings.model, cache_dir), fingerprint)
+        adopted = cached is not None and self._adopt(settings, *cached)
+        if adopted:
+            folder, metadata = cached  # type: ignore[misc]
+            reused = True
+        else:
+            folder, metadata, reused = self._load_and_export(settings, cache_dir, force_export, fingerprint)
+
+        fp32_session = _open_session(folder / export.FP32_FILE, device="cpu", threads=self.threads, model=self.name)
+        fp32_difference = self._max_difference(fp32_session, np.asarray(metadata["reference"]["scores"]))
         metadata["max_abs_diff_fp32"] = fp32_difference
-        logger.info("onnx export checked against torch max_abs_diff=%.3g tolerance=%.0e folder=%s reused=%s",
-                    fp32_difference, tolerance, folder, reused)
+        logger.info("onnx export checked against torch max_abs_diff=%.3g tolerance=%.0e folder=%s reused=%s "
+                    "torch_loaded=%s", fp32_difference, tolerance, folder, reused, not adopted)
         if not fp32_difference <= tolerance:
             raise ModelLoadError(
                 f"the ONNX export of {self.name!r} differs from torch by {fp32_difference:.3g} on sample pairs, "
-                f"over the tolerance {tolerance:.0e}; not serving it. Delete {folder} and export again with "
-                "rerank-onnx-export --force, or serve with --backend torch")
+                f"over the tolerance {tolerance:.0e}; not serving it. Export it again with rerank-onnx-export "
+                f"--model {self.name} --force, or serve with --backend torch")
 
         served_path = folder / export.FP32_FILE
         self._session = fp32_session
         difference = fp32_difference
         if self.precision != "fp32":
             served_path = export.quantize_int8(folder) if quantize else export.convert_fp16(folder)
-            self._session = _create_session(served_path, device=device, threads=self.threads)
-            difference = self._max_difference(self._session)
+            self._session = _open_session(served_path, device=device, threads=self.threads, model=self.name)
+            difference = self._max_difference(self._session, np.asarray(metadata["reference"]["scores"]))
             metadata[f"max_abs_diff_{self.precision}"] = difference
             logger.info("onnx %s model checked against torch max_abs_diff=%.3g (not enforced; reduced "
                         "precision)", self.precision, difference)
-        export.write_metadata(folder, metadata)
+        if not adopted or self.precision != "fp32":
+            export.write_metadata(folder, metadata)
 
-        self._input_names = [node.name for node in self._session.get_inputs()]
+        self.device = device
         self.export_report: dict[str, object] = {
             "model": self.name, "path": str(served_path), "precision": self.precision, "device": device,
             "max_abs_diff": difference, "max_abs_diff_fp32": fp32_difference, "reused": reused,
-            "threads": self.threads, "onnxruntime": onnxruntime.__version__,
+            "torch_loaded": not adopted, "threads": self.threads, "onnxruntime": onnxruntime.__version__,
             "load_seconds": round(time.perf_counter() - started, 3),
         }
-        self._release_torch()
-        self.device = device
         logger.info("onnx session ready precision=%s device=%s intra_op_threads=%d inter_op_threads=1 "
                     "path=%s", self.precision, device, self.threads, served_path)
 
-    # -- loading ----------------------------------------------------------------------------
+    # -- first start: torch, export, reference scores ---------------------------------------
 
-    def _ensure_export(self, cache_dir: Path | None, force: bool) -> tuple[Path, bool]:
-        """Return the export folder for this model, exporting when missing, and whether it was reused."""
+    def _load_and_export(self, settings: ModelSettings, cache_dir: Path | None, force: bool,
+                         fingerprint: str | None) -> tuple[Path, dict[str, Any], bool]:
+        """Load with sentence-transformers, find or write the export, record torch's sample scores."""
+        # The torch reference stays on the CPU: it only exports and checks.
+        super().__init__(dataclasses.replace(settings, device="cpu"))
         versions = export.exporter_versions()
         key = export.export_key(self._model, {**versions, "token_types": self._uses_token_types})
         folder = export.export_root(self.name, cache_dir) / key
@@ -137,34 +160,33 @@ class OnnxCrossEncoderModel(CrossEncoderModel):
             for path in sorted(folder.rglob("*"), reverse=True):
                 path.rmdir() if path.is_dir() else path.unlink()
             folder.rmdir()
-        if (folder / export.FP32_FILE).exists():
-            return folder, True
 
-        logger.info("onnx export started model=%s folder=%s", self.name, folder)
-        try:
-            figures = export.export_fp32(self._model, folder, self._export_sample())
-        except OSError as error:
-            raise ModelLoadError(f"could not write the ONNX export to {folder}: {error}; pass a writable "
-                                 f"folder in {export.CACHE_DIR_ENV}") from error
-        export.write_metadata(folder, {"model": self.name, "key": key, **versions, **figures})
-        logger.info("onnx export written seconds=%.2f fused=%s", figures["export_seconds"], figures["fused"])
-        return folder, False
+        reused = (folder / export.FP32_FILE).exists()
+        metadata = export.read_metadata(folder) if reused else {}
+        if not reused:
+            logger.info("onnx export started model=%s folder=%s", self.name, folder)
+            try:
+                figures = export.export_fp32(self._model, folder, self._export_sample())
+            except OSError as error:
+                raise ModelLoadError(f"could not write the ONNX export to {folder}: {error}; set "
+                                     f"{export.CACHE_DIR_ENV} to a writable folder") from error
+            metadata = {"model": self.name, "key": key, **versions, **figures}
+            logger.info("onnx export written seconds=%.2f fused=%s", figures["export_seconds"], figures["fused"])
 
-    def _sample_pairs(self) -> list[EncodedPair]:
-        return self.encode(_SAMPLE_QUERY, _SAMPLE_DOCUMENTS, truncation="document_first").pairs
+        pairs = self._sample_pairs()
+        metadata["fingerprint"] = fingerprint
+        metadata["reference"] = {
+            "input_ids": [pair.input_ids for pair in pairs],
+            "scores": CrossEncoderModel.score(self, pairs).tolist(),
+        }
+        metadata["encoder"] = {"max_length_setting": settings.max_length, "max_length": self.max_length,
+                               "activation": self.activation}
+        self._release_torch()
+        return folder, metadata, reused
 
     def _export_sample(self) -> dict[str, np.ndarray]:
-        # Two rows of different length, so the trace sees padding and a masked batch.
+        # Two rows of different length, so the traced graph keeps the padding mask.
         return pad_batch(self._sample_pairs()[:2], self._pad_id, self._uses_token_types)
-
-    def _max_difference(self, session: object) -> float:
-        """Return the max absolute difference from torch over the sample pairs, batched and one by one."""
-        pairs = self._sample_pairs()
-        expected = CrossEncoderModel.score(self, pairs)
-        batched = _run(session, pad_batch(pairs, self._pad_id, self._uses_token_types))
-        single = np.concatenate([_run(session, pad_batch([pair], self._pad_id, self._uses_token_types))
-                                 for pair in pairs])
-        return float(max(np.max(np.abs(batched - expected)), np.max(np.abs(single - expected))))
 
     def _release_torch(self) -> None:
         """Drop the torch weights; only the tokenizer and the session are needed from here on."""
@@ -172,7 +194,66 @@ class OnnxCrossEncoderModel(CrossEncoderModel):
         self._cross_encoder = None
         gc.collect()
 
-    # -- scoring ----------------------------------------------------------------------------
+    # -- later starts: tokenizer only -------------------------------------------------------
+
+    def _adopt(self, settings: ModelSettings, folder: Path, metadata: dict[str, Any]) -> bool:
+        """Set up the tokenizer from a checked export without torch weights; False when it does not apply.
+
+        It applies when the export was made with the same --max-length setting
+        and an activation rebuilt here, and the sample tokenizes to the stored ids.
+        """
+        encoder = metadata.get("encoder") or {}
+        if encoder.get("max_length_setting") != settings.max_length or encoder.get("activation") not in _NORMALIZERS:
+            return False
+        from transformers import AutoTokenizer
+
+        # NOTE: these attributes mirror CrossEncoderModel.__init__; an attribute the
+        # parent adds for encode() must be added here too (the fast-start tests fail otherwise).
+        self.name = settings.model
+        self.device = "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
+        self._tokenizer_lock = threading.Lock()
+        self._model = None
+        self._cross_encoder = None
+        self.num_labels = 1
+        self.max_length = int(encoder["max_length"])
+        self._special_tokens = self.tokenizer.num_special_tokens_to_add(pair=True)
+        self.max_query_tokens = max(1, (self.max_length - self._special_tokens) // 2)
+        self._uses_token_types = "token_type_ids" in self.tokenizer.model_input_names
+        self._pad_id = int(self.tokenizer.pad_token_id or 0)
+        self.activation = str(encoder["activation"])
+        self._normalize = _NORMALIZERS[self.activation]
+
+        stored_ids = metadata.get("reference", {}).get("input_ids")
+        if [pair.input_ids for pair in self._sample_pairs()] != stored_ids:
+            logger.info("onnx fast start skipped: the tokenizer output differs from the export's; loading torch")
+            return False
+        return True
+
+    # -- checks and scoring -----------------------------------------------------------------
+
+    def _sample_pairs(self) -> list[EncodedPair]:
+        return self.encode(_SAMPLE_QUERY, _SAMPLE_DOCUMENTS, truncation="document_first").pairs
+
+    def _max_difference(self, session: object, expected: np.ndarray) -> float:
+        """Return the max absolute difference from ``expected`` over the sample pairs, batched and one by one."""
+        pairs = self._sample_pairs()
+        batched = _run(session, pad_batch(pairs, self._pad_id, self._uses_token_types))
+        single = np.concatenate([_run(session, pad_batch([pair], self._pad_id, self._uses_token_types))
+                                 for pair in pairs])
+        return float(max(np.max(np.abs(batched - expected)), np.max(np.abs(single - expected))))
+
+    def warm_up(self) -> float:
+        """Score one short and one full-length pair; return the seconds it took.
+
+        Lighter than the torch warm-up (four pairs of each length), because the
+        start-up check has already run the session: this only touches the
+        allocations of the longest shape once before the first request does.
+        """
+        started = time.perf_counter()
+        for text in ("a short warm-up document", "warm up " * self.max_length):
+            self.score(self.encode("warm-up query", [text], truncation="document_first").pairs)
+        return time.perf_counter() - started
 
     def score(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         """Run one padded batch through the session and return the raw scores (float32), one per pair."""
@@ -205,6 +286,14 @@ def _run(session: object, features: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(logits, dtype=np.float32).reshape(-1)
 
 
+def _open_session(path: Path, *, device: str, threads: int, model: str) -> object:
+    try:
+        return _create_session(path, device=device, threads=threads)
+    except Exception as error:  # noqa: BLE001 - onnxruntime's pybind errors share no base class but Exception
+        raise ModelLoadError(f"ONNX Runtime could not load {path}: {error}. Export it again with "
+                             f"rerank-onnx-export --model {model} --force") from error
+
+
 def _create_session(path: Path, *, device: str, threads: int) -> object:
     import onnxruntime
 
@@ -225,12 +314,14 @@ def _create_session(path: Path, *, device: str, threads: int) -> object:
 def _resolve_onnx_device(requested: str) -> str:
     """Map the device flag to ``cpu`` or ``cuda[:N]`` for ONNX Runtime.
 
-    ``auto`` falls back to the CPU, with a WARNING, when a GPU is visible but
-    the installed onnxruntime has no CUDA execution provider; an explicit
-    ``cuda`` raises instead.
+    ``cpu`` never imports torch. ``auto`` falls back to the CPU, with a
+    WARNING, when a GPU is visible but the installed onnxruntime has no CUDA
+    execution provider. An explicit ``cuda`` raises instead.
     """
     import onnxruntime
 
+    if requested == "cpu":
+        return "cpu"
     device = resolve_device(requested)
     if not device.startswith("cuda"):
         return "cpu"

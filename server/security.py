@@ -154,7 +154,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
         handler = continuation(handler_call_details)
         if handler is None:
-            return None  # an unknown method: gRPC answers UNIMPLEMENTED either way
+            return None  # an unknown method: gRPC returns UNIMPLEMENTED either way
         name = _method_label(method)
         request_id = request_id_from(handler_call_details.invocation_metadata or ())
         logger.info("call rejected: %s bearer token method=%s request_id=%s", reason, name, request_id)

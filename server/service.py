@@ -97,7 +97,7 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
 
     @property
     def in_flight(self) -> int:
-        """Rerank calls admitted and not yet answered."""
+        """Rerank calls admitted and not yet finished."""
         return self._in_flight
 
     def _ready_engine(self) -> Engine:
@@ -126,7 +126,7 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
         """Run one RPC: time it, count it by status, log it, and map errors to statuses.
 
         The request id is the caller's ``x-request-id`` metadata (cleaned) or a new
-        one; it is sent back in the trailing metadata and is on every log line.
+        one. It goes back to the caller in the trailing metadata and onto every log line.
         """
         request_id = request_id_from(context.invocation_metadata() or ())
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import signal
 import socket
 import time
 import urllib.request
@@ -135,6 +136,10 @@ def start_server(tiny_model_dir: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for process, channel in started:
         channel.close()
+        if process.process.poll() is None:  # type: ignore[attr-defined]
+            # Signal every process first, so their shutdowns overlap.
+            process.process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    for process, _channel in started:
         process.stop()
 
 
@@ -168,40 +173,51 @@ def main_server(start_server: Callable[..., Server]) -> Server:
 
 
 @dataclass(frozen=True)
-class Certificates:
-    """PEM files of a test CA, a server certificate for 127.0.0.1 and a client certificate."""
+class Authority:
+    """PEM files of one test CA, a server certificate for 127.0.0.1 and a client certificate it signed."""
 
     ca: Path
     server_cert: Path
     server_key: Path
     client_cert: Path
     client_key: Path
-    other_ca: Path
 
-    def channel_credentials(self, *, client_certificate: bool) -> grpc.ChannelCredentials:
+    def channel_credentials(self, *, client_certificate: bool = False) -> grpc.ChannelCredentials:
+        """Credentials that trust this CA, presenting this CA's client certificate when asked."""
         if client_certificate:
             return grpc.ssl_channel_credentials(self.ca.read_bytes(), self.client_key.read_bytes(),
                                                 self.client_cert.read_bytes())
         return grpc.ssl_channel_credentials(self.ca.read_bytes())
 
 
+@dataclass(frozen=True)
+class Certificates:
+    """Two unrelated test authorities: ``main`` for the servers, ``other`` for strangers and rotation."""
+
+    main: Authority
+    other: Authority
+
+
 @pytest.fixture(scope="session")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    """Generate a CA, a server and a client certificate (valid for one day) with ``cryptography``."""
+    """Generate two CAs, each with a server and a client certificate valid for one day."""
     folder = tmp_path_factory.mktemp("certificates")
-    ca_key, ca_cert = _self_signed_ca("rerank test CA")
+    return Certificates(main=_authority(folder, "main"), other=_authority(folder, "other"))
+
+
+def _authority(folder: Path, name: str) -> Authority:
+    ca_key, ca_cert = _self_signed_ca(f"rerank test CA {name}")
     server_key, server_cert = _signed_leaf("127.0.0.1", ca_key, ca_cert, server=True)
-    client_key, client_cert = _signed_leaf("rerank test client", ca_key, ca_cert, server=False)
-    _other_key, other_ca = _self_signed_ca("unrelated test CA")
-    files = {
-        "ca.pem": _pem_cert(ca_cert), "server.pem": _pem_cert(server_cert), "server.key": _pem_key(server_key),
-        "client.pem": _pem_cert(client_cert), "client.key": _pem_key(client_key), "other-ca.pem": _pem_cert(other_ca),
-    }
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    return Certificates(ca=folder / "ca.pem", server_cert=folder / "server.pem", server_key=folder / "server.key",
-                        client_cert=folder / "client.pem", client_key=folder / "client.key",
-                        other_ca=folder / "other-ca.pem")
+    client_key, client_cert = _signed_leaf(f"rerank test client {name}", ca_key, ca_cert, server=False)
+    paths = Authority(ca=folder / f"{name}-ca.pem", server_cert=folder / f"{name}-server.pem",
+                      server_key=folder / f"{name}-server.key", client_cert=folder / f"{name}-client.pem",
+                      client_key=folder / f"{name}-client.key")
+    paths.ca.write_bytes(_pem_cert(ca_cert))
+    paths.server_cert.write_bytes(_pem_cert(server_cert))
+    paths.server_key.write_bytes(_pem_key(server_key))
+    paths.client_cert.write_bytes(_pem_cert(client_cert))
+    paths.client_key.write_bytes(_pem_key(client_key))
+    return paths
 
 
 def _new_key():
