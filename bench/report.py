@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Targets of the serving benchmark; evaluate_targets says which way each one is compared.
+# Targets of the serving benchmark. evaluate_targets compares each figure with its threshold.
 FP32_SPEEDUP_TARGET = 2.8
 GEMM_FRACTION_TARGET = 0.85
 SCORE_TOLERANCE = 1e-5
@@ -151,15 +151,17 @@ def plot_latency(result: dict[str, Any], path: Path) -> str | None:
 
     clients = [count for count in result["settings"]["clients"] if count in (1, 16)] or result["settings"]["clients"][:1]
     figure, axes = pyplot.subplots(1, len(clients), figsize=(6 * len(clients), 4.5), squeeze=False)
+    colors = pyplot.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, count in zip(axes[0], clients):
-        for system, cells in _systems(result):
+        for number, (system, cells) in enumerate(_systems(result)):
             points = sorted((cell["page_size"], cell["p50_ms"], cell["p99_ms"]) for cell in cells
                             if cell["clients"] == count and isinstance(cell["page_size"], int) and cell["p50_ms"])
             if not points:
                 continue
             sizes, p50, p99 = zip(*points)
             errors = [[0] * len(p50), [high - low for low, high in zip(p50, p99)]]
-            axis.errorbar(sizes, p50, yerr=errors, marker="o", capsize=4, label=system)
+            axis.errorbar(sizes, p50, yerr=errors, marker="o", capsize=4, label=system,
+                          color=colors[number % len(colors)])
         axis.set_title(f"{count} concurrent client{'s' if count > 1 else ''}")
         axis.set_xlabel("documents per page")
         axis.set_ylabel("latency per page, ms (p50, bar to p99)")
