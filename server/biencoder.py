@@ -31,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from .model import EncodedRequest, ModelLoadError, ModelSettings, _set_threads, position_limit, resolve_device
+from .model import (
+    EncodedRequest,
+    ModelLoadError,
+    ModelSettings,
+    _set_threads,
+    position_limit,
+    resolve_device,
+    split_into_chunks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -276,26 +284,7 @@ class BiEncoderModel:
         return vectors[0], truncated
 
     def _chunk(self, texts: Sequence[str], full_ids: list[list[int]], room: int) -> tuple[list[str], list[int]]:
-        """Split texts longer than ``room`` tokens into windows overlapping by a quarter."""
-        pieces: list[str] = []
-        owners: list[int] = []
-        stride = max(1, (room * 3) // 4)
-        for index, (text, ids) in enumerate(zip(texts, full_ids)):
-            if len(ids) <= room:
-                pieces.append(text)
-                owners.append(index)
-                continue
-            offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                     verbose=False)["offset_mapping"]
-            start = 0
-            while True:
-                end = min(start + room, len(offsets))
-                pieces.append(text[offsets[start][0]: offsets[end - 1][1]])
-                owners.append(index)
-                if end >= len(offsets):
-                    break
-                start += stride
-        return pieces, owners
+        return split_into_chunks(self.tokenizer, texts, full_ids, room)
 
     def _digest(self, text: str) -> bytes:
         digest = hashlib.blake2b(self._key_prefix, digest_size=16)

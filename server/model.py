@@ -203,26 +203,7 @@ class CrossEncoderModel:
         return query[: offsets[self.max_query_tokens - 1][1]], True
 
     def _chunk(self, texts: Sequence[str], doc_ids: list[list[int]], room: int) -> tuple[list[str], list[int]]:
-        """Split texts longer than ``room`` tokens into windows overlapping by a quarter."""
-        pair_texts: list[str] = []
-        owners: list[int] = []
-        stride = max(1, (room * 3) // 4)
-        for index, (text, ids) in enumerate(zip(texts, doc_ids)):
-            if len(ids) <= room:
-                pair_texts.append(text)
-                owners.append(index)
-                continue
-            offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                     verbose=False)["offset_mapping"]
-            start = 0
-            while True:
-                end = min(start + room, len(offsets))
-                pair_texts.append(text[offsets[start][0]: offsets[end - 1][1]])
-                owners.append(index)
-                if end >= len(offsets):
-                    break
-                start += stride
-        return pair_texts, owners
+        return split_into_chunks(self.tokenizer, texts, doc_ids, room)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -260,6 +241,35 @@ class CrossEncoderModel:
             encoded = self.encode("warm-up query", [text] * 4, truncation="document_first")
             self.score(encoded.pairs)
         return time.perf_counter() - started
+
+
+def split_into_chunks(tokenizer: object, texts: Sequence[str], token_ids: Sequence[Sequence[int]],
+                      room: int) -> tuple[list[str], list[int]]:
+    """Split texts longer than ``room`` tokens into windows overlapping by a quarter.
+
+    Returns the chunk texts and, for each chunk, the index of the text it came
+    from. Texts that fit are kept whole. Cuts fall on token boundaries, taken from
+    the tokenizer's character offsets.
+    """
+    chunks: list[str] = []
+    owners: list[int] = []
+    stride = max(1, (room * 3) // 4)
+    for index, (text, ids) in enumerate(zip(texts, token_ids)):
+        if len(ids) <= room:
+            chunks.append(text)
+            owners.append(index)
+            continue
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,  # type: ignore[operator]
+                            verbose=False)["offset_mapping"]
+        start = 0
+        while True:
+            end = min(start + room, len(offsets))
+            chunks.append(text[offsets[start][0]: offsets[end - 1][1]])
+            owners.append(index)
+            if end >= len(offsets):
+                break
+            start += stride
+    return chunks, owners
 
 
 def _pick_activation(activation: object) -> tuple[str, object]:
