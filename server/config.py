@@ -20,6 +20,7 @@ TRUNCATIONS = ("document_first", "longest_first")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("torch", "onnx")
 MODEL_KINDS = ("auto", "cross-encoder", "bi-encoder")
+ONNX_QUANTIZATIONS = ("none", "int8")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MiB = 1024 * 1024
@@ -56,7 +57,7 @@ class ServerConfig:
     # Read from RERANK_AUTH_TOKEN only, never from a flag, so it stays out of `ps` output.
     auth_token: str | None = dataclasses.field(default=None, repr=False)
 
-    batch_size: int = 32
+    batch_size: int = 64
     max_batch_tokens: int = 4096
     max_queue_delay_ms: float = 2.0
     max_queue_requests: int = 120
@@ -69,6 +70,9 @@ class ServerConfig:
     max_document_chars: int = 20_000
 
     score_cache_size: int = 0
+    embedding_cache_size: int = 50_000
+    onnx_quantize: str = "none"
+    onnx_cache_dir: Path | None = None
     grace_period_s: float = 10.0
     warmup: bool = True
     log_level: str = "INFO"
@@ -95,6 +99,8 @@ class ServerConfig:
         _check_range("--max-query-bytes", self.max_query_bytes, 1, 1 << 31)
         _check_range("--max-document-chars", self.max_document_chars, 1, 1 << 31)
         _check_range("--score-cache-size", self.score_cache_size, 0, 1 << 31)
+        _check_range("--embedding-cache-size", self.embedding_cache_size, 0, 1 << 31)
+        _check_choice("--onnx-quantize", self.onnx_quantize, ONNX_QUANTIZATIONS)
         if self.threads is not None:
             _check_range("--threads", self.threads, 1, 1024)
         if self.max_length is not None:
@@ -245,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     group = runtime
     add("--score-cache-size", "scores kept in an LRU cache keyed by query and document; 0 disables",
         type=int, default=defaults.score_cache_size)
+    add("--embedding-cache-size", "document embeddings a bi-encoder keeps in an LRU cache keyed by text; "
+        "0 disables", type=int, default=defaults.embedding_cache_size)
+    add("--onnx-quantize", "with --backend onnx: int8 serves a dynamically quantized copy (faster on CPUs "
+        "with VNNI, and it can reorder near-tied documents: check with python -m bench.fidelity)",
+        choices=ONNX_QUANTIZATIONS, default=defaults.onnx_quantize)
+    add("--onnx-cache-dir", "folder for ONNX exports of models whose own folder is read-only or a hub id; "
+        "default ~/.cache/rerank-sidecar/onnx", type=Path, default=defaults.onnx_cache_dir)
     add("--grace-period", "seconds in-flight requests get to finish after SIGTERM", type=float,
         default=defaults.grace_period_s, dest="grace_period_s")
     add("--warmup", "run a few batches before reporting SERVING", type=_bool, default=defaults.warmup)

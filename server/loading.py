@@ -35,18 +35,12 @@ def load_model(config: ServerConfig) -> CrossEncoderModel:
         if kind == "bi-encoder":
             raise ModelLoadError("--backend onnx serves cross-encoders only; pass --backend torch for a "
                                  "bi-encoder")
-        # NOTE: ServerConfig has no onnx_quantize or onnx_cache_dir field yet, so the
-        # server serves fp32 (fp16 on CUDA) and caches the export in the default place.
-        quantize = getattr(config, "onnx_quantize", None)
-        return OnnxCrossEncoderModel(settings, quantize=None if quantize in (None, "none") else quantize,
-                                     cache_dir=getattr(config, "onnx_cache_dir", None))
+        quantize = None if config.onnx_quantize == "none" else config.onnx_quantize
+        return OnnxCrossEncoderModel(settings, quantize=quantize, cache_dir=config.onnx_cache_dir)
     if kind == "bi-encoder":
-        from .biencoder import DEFAULT_EMBEDDING_CACHE_SIZE, BiEncoderModel
+        from .biencoder import BiEncoderModel
 
-        # TODO: no --embedding-cache-size flag exists yet, so the default capacity applies
-        # unless the config grows that field.
-        cache_size = getattr(config, "embedding_cache_size", DEFAULT_EMBEDDING_CACHE_SIZE)
-        return BiEncoderModel(settings, cache_size=cache_size)  # type: ignore[return-value]
+        return BiEncoderModel(settings, cache_size=config.embedding_cache_size)  # type: ignore[return-value]
     return CrossEncoderModel(settings)
 
 
