@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     server_args = ["--threads", str(args.server_threads), "--metrics-port", "0", *shlex.split(args.server_args)]
     report = SoakReport(hardware=_hardware(), settings={**vars(args), "model": str(model),
                                                         "server_flags": server_args})
-    server = SidecarProcess(model, args=server_args, startup_timeout_s=300).start()
+    server_env = dict(item.split("=", 1) for item in args.server_env)
+    server = SidecarProcess(model, args=server_args, env=server_env, startup_timeout_s=300).start()
     try:
         run_load(server, args, report)
     finally:
@@ -232,10 +233,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="with no --model, use the tiny 2-layer test model")
     parser.add_argument("--server-threads", type=int, default=1, help="--threads of the server")
     parser.add_argument("--server-args", default="", help="more server flags, as one shell-quoted string")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment variable for the server; repeat for more")
     parser.add_argument("--output", type=Path, default=None, help="JSON report path; default bench/results/")
     args = parser.parse_args(argv)
     if args.duration_s <= 0 or args.concurrency < 1 or args.max_documents < 1:
         parser.error("--duration-s, --concurrency and --max-documents must be positive")
+    for item in args.server_env:
+        if "=" not in item:
+            parser.error(f"--server-env {item!r} is invalid; expected NAME=VALUE")
     return args
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import threading
@@ -47,6 +48,11 @@ _MESSAGE_SLACK_BYTES = 1024 * 1024
 _CONCURRENT_RPCS_PER_WORKER = 2
 EXIT_CONFIG_ERROR = 2
 EXIT_MODEL_ERROR = 3
+# oneDNN, torch's CPU kernel library, caches a JIT-compiled primitive per input
+# shape (oneDNN developer guide, "Primitive Cache"). Model batches vary in pair
+# count and length, so the cache kept growing server RSS under bench/soak.py load.
+# 0 disables it; on the 2-core test machine scoring took the same time without it.
+ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
 @dataclass
@@ -204,7 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rerank-server: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     repeats = configure_logging(config.log_level, config.log_format)
-    logger.info("starting config=%s", config.redacted())
+    # Set before torch loads, which happens in load(); an operator's own value wins.
+    os.environ.setdefault(ONEDNN_CACHE_ENV, "0")
+    logger.info("starting config=%s %s=%s", config.redacted(), ONEDNN_CACHE_ENV, os.environ[ONEDNN_CACHE_ENV])
 
     stop_requested = threading.Event()
 

@@ -105,3 +105,10 @@ def test_process_log_repeats_limited(main_server):
     windows = 1 + int((time.monotonic() - started) // 10)
     flood_lines = [line for line in main_server.process.log_text().splitlines() if "request_id=flood-" in line]
     assert len(flood_lines) <= 5 * windows
+
+
+def test_process_disables_onednn_cache(main_server):
+    starting = [json.loads(line)["message"] for line in main_server.process.log_text().splitlines()
+                if '"starting config=' in line]
+    assert len(starting) == 1
+    assert starting[0].endswith(" ONEDNN_PRIMITIVE_CACHE_CAPACITY=0")
