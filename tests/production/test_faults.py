@@ -23,11 +23,11 @@ from .conftest import CHANNEL_OPTIONS, request, rpc_error, rss_kib, scores_by_in
 WAIT_LIMIT_S = 60.0
 
 
-def _wait_for(condition, what: str, limit_s: float = WAIT_LIMIT_S) -> None:
+def _wait_for(condition, description: str, limit_s: float = WAIT_LIMIT_S) -> None:
     deadline = time.monotonic() + limit_s
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {limit_s:.0f} s waiting for {what}")
+            pytest.fail(f"timed out after {limit_s:.0f} s waiting for {description}")
         time.sleep(0.05)
 
 
