@@ -7,14 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from ._blend import ScoreBlend
-from ._breaker import CircuitBreaker
 from ._core import (
-    DEFAULT_MAX_BYTES_PER_CALL,
-    DEFAULT_MAX_DOCUMENTS_PER_CALL,
-    DEFAULT_TIMEOUT_S,
     BaseClient,
     DocumentInput,
     Pooling,
@@ -25,8 +21,7 @@ from ._core import (
     should_fail_open,
 )
 from ._errors import RerankError, RerankInputError
-from ._options import Keepalive, RetryPolicy
-from ._proto.rerank.v1 import rerank_pb2, rerank_pb2_grpc
+from ._proto.rerank.v1 import rerank_pb2
 from ._reorder import as_page
 from ._shadow import ShadowResult
 from ._text import TextSpec
@@ -84,26 +79,10 @@ class RerankClient(BaseClient):
     The client is thread-safe; share one per process. ``close()`` releases the channel.
     """
 
-    def __init__(self, target: str | Sequence[str], *, timeout: float = DEFAULT_TIMEOUT_S,
-                 max_documents_per_call: int = DEFAULT_MAX_DOCUMENTS_PER_CALL,
-                 max_bytes_per_call: int = DEFAULT_MAX_BYTES_PER_CALL,
-                 credentials: grpc.ChannelCredentials | None = None,
-                 channel_options: Sequence[tuple[str, Any]] = (),
-                 token: str | None = None,
-                 fail_open: bool = False,
-                 retry: RetryPolicy | None = RetryPolicy(),
-                 breaker: CircuitBreaker | None = None,
-                 keepalive: Keepalive | None = Keepalive()) -> None:
-        super().__init__(target, timeout=timeout, max_documents_per_call=max_documents_per_call,
-                         max_bytes_per_call=max_bytes_per_call, credentials=credentials,
-                         channel_options=channel_options, token=token, fail_open=fail_open, retry=retry,
-                         breaker=breaker, keepalive=keepalive)
+    def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> Any:
         if credentials is None:
-            self._channel = grpc.insecure_channel(self.target, options=self._channel_options)
-        else:
-            self._channel = grpc.secure_channel(self.target, credentials, options=self._channel_options)
-        self._stub = rerank_pb2_grpc.RerankerStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+            return grpc.insecure_channel(self.target, options=self._channel_options)
+        return grpc.secure_channel(self.target, credentials, options=self._channel_options)
 
     def __enter__(self) -> RerankClient:
         return self

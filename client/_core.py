@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from ._blend import ScoreBlend
 from ._breaker import CircuitBreaker
@@ -34,7 +35,7 @@ from ._errors import (
     RerankUnavailableError,
 )
 from ._options import Keepalive, RetryPolicy
-from ._proto.rerank.v1 import rerank_pb2
+from ._proto.rerank.v1 import rerank_pb2, rerank_pb2_grpc
 from ._reorder import RERANK_KEY, _check_scoring, as_page, get_hits, mark_page, reorder_page, validate_results
 from ._shadow import ShadowResult, compare_orders
 from ._text import TextSpec, as_text_template, extract_text
@@ -149,6 +150,13 @@ class BaseClient:
         if token is not None and credentials is None:
             logger.warning("bearer token sent over a plaintext channel target=%s; pass credentials= for TLS",
                            self.target)
+        self._channel = self._open_channel(credentials)
+        self._stub = rerank_pb2_grpc.RerankerStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> Any:
+        """Create the gRPC channel: a plain one in the sync client, an asyncio one in the async client."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         # The token is left out on purpose: a repr ends up in logs.

@@ -92,7 +92,7 @@ class FakeBehaviour:
         results: Script that returns the ``(index, score)`` results of a request.
         status: Abort calls with this status instead of responding.
         status_details: Details sent with `status`.
-        delay_s: Sleep before answering. The sleep ends early when the call
+        delay_s: Sleep before responding. The sleep ends early when the call
             ends (its deadline passed) or the fake stops.
         fail_times: Abort only the next this many calls with `status`, then
             answer normally; None aborts every call.

@@ -37,7 +37,7 @@ def build_tiny_cross_encoder(
 ) -> Path:
     """Write a random 2-layer BERT cross-encoder (hidden size 32) to ``target``.
 
-    The folder holds what ``CrossEncoder.save`` writes, with the identity as the
+    The folder contains what ``CrossEncoder.save`` writes, with the identity as the
     saved activation, so ``CrossEncoder.predict`` returns raw logits as it does
     for cross-encoder/ms-marco-MiniLM-L6-v2. A large ``initializer_range``
     spreads the random scores, so different documents get clearly different

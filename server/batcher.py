@@ -3,8 +3,8 @@
 Each request becomes a job of pairs. One worker thread takes pairs from the
 queue, cuts them into batches bounded by a pair count and a padded-token budget,
 runs the scorer and writes each score back to its job's slot. Pairs of one batch
-may come from different requests; a pair's score does not depend on which
-others share its batch beyond float rounding, because padding is masked.
+may come from different requests. Padding is masked, so a pair's score depends
+on the other pairs in its batch only through float rounding.
 
 This module has no gRPC imports: the service maps its exceptions to status codes.
 """

@@ -1,6 +1,6 @@
 """Bounded LRU cache of raw scores, keyed by model, query, document and cut settings.
 
-Keys hash the texts with BLAKE2b, so the cache holds 16-byte digests, not texts.
+Keys hash the texts with BLAKE2b, so the cache stores 16-byte digests, not texts.
 The next page of the same query then costs nothing for documents scored before.
 """
 

@@ -36,7 +36,7 @@ class DrainingError(NotReadyError):
 
 
 def _status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Map a domain error onto its gRPC status and the message the caller sees."""
+    """Map a domain error onto its gRPC status and the message sent to the caller."""
     if isinstance(error, InvalidRequestError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, QueueFullError):

@@ -141,7 +141,7 @@ def test_queue_full_by_requests():
     batcher.stop()
 
 
-def test_queue_full_by_tokens_but_empty_queue_admits_any_size():
+def test_queue_full_by_tokens():
     gate = threading.Event()
     batcher = _batcher(FakeScorer(gate=gate), max_queue_tokens=100)
     batcher.submit([FakePair(60, 1.0)])  # taken by the worker, which blocks on the gate
