@@ -41,7 +41,7 @@ from ._errors import (
 from ._options import Keepalive, RetryPolicy
 from ._reorder import RERANK_KEY, mark_page, reorder_page, validate_results
 from ._shadow import ShadowResult
-from ._text import TextField, TextTemplate, extract_text
+from ._text import TextField, TextTemplate, TokenSpans, extract_text, tokenizer_spans, word_spans
 from ._window import AsyncWindowSearch, RankedWindow, WindowSearch
 
 __all__ = [
@@ -67,9 +67,12 @@ __all__ = [
     "ShadowResult",
     "TextField",
     "TextTemplate",
+    "TokenSpans",
     "WindowSearch",
     "extract_text",
     "mark_page",
     "reorder_page",
+    "tokenizer_spans",
     "validate_results",
+    "word_spans",
 ]

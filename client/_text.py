@@ -37,8 +37,13 @@ How a value becomes text:
 How field texts become the document text:
 
 - A field whose value is empty or whitespace only has no text and is skipped.
-- `TextField.max_chars` cuts the field's text to that many characters. The
-  field's `TextField.prefix` is then put in front of it.
+- `TextField.max_chars` cuts the field's text to that many characters.
+- `TextField.max_tokens` then cuts it right after its first that many tokens,
+  as `TextTemplate.tokenizer` finds them. The default, `word_spans`, counts
+  words and punctuation marks, so a model's subword tokenizer may count more
+  tokens in the same text. `tokenizer_spans` counts with the model's own
+  ``tokenizer.json``; such a cut can fall inside a word.
+- The field's `TextField.prefix` is then put in front of the text.
 - The texts of the fields are joined with `TextTemplate.separator`, and the
   result is cut to `TextTemplate.max_chars` characters. Cuts fall on code point
   boundaries. The server then cuts the text to the model's token limit.
@@ -50,8 +55,11 @@ How field texts become the document text:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
 from typing import Any, Union
 
 from ._errors import RerankInputError
@@ -60,11 +68,70 @@ __all__ = [
     "TextField",
     "TextSpec",
     "TextTemplate",
+    "TokenSpans",
     "as_text_template",
     "extract_text",
+    "tokenizer_spans",
+    "word_spans",
 ]
 
 DEFAULT_MAX_CHARS = 20_000
+
+TokenSpans = Callable[[str], Sequence[tuple[int, int]]]
+"""A tokenizer for token budgets: takes a text, returns each token's (start, end) character offsets, in order."""
+
+_WORD_OR_MARK = re.compile(r"\w+|[^\w\s]")
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Split `text` into words and single punctuation marks; return their character offsets.
+
+    BERT's basic tokenizer splits text in about the same places before it cuts
+    words into subwords, so a BERT model usually counts more tokens than this.
+
+    Example::
+
+        >>> word_spans("Kettle, descaled.")
+        [(0, 6), (6, 7), (8, 16), (16, 17)]
+    """
+    return [match.span() for match in _WORD_OR_MARK.finditer(text)]
+
+
+def tokenizer_spans(model: str | os.PathLike[str]) -> TokenSpans:
+    """Return a `TokenSpans` that counts tokens with a model's own tokenizer.
+
+    Args:
+        model: A model folder that contains ``tokenizer.json`` (what a fast
+            Hugging Face tokenizer saves), or the path of that file.
+
+    Raises:
+        RerankInputError: the file is missing.
+        ImportError: the ``tokenizers`` package is not installed; install
+            ``rerank-sidecar[tokens]``. It does not pull torch.
+    """
+    path = Path(model)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise RerankInputError(
+            f"Tokenizer file not found at {str(path)!r}. Pass a model folder that contains tokenizer.json, "
+            "or the path of that file."
+        )
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as error:
+        raise ImportError(
+            "tokenizer_spans needs the tokenizers package: pip install 'rerank-sidecar[tokens]'"
+        ) from error
+    tokenizer = Tokenizer.from_file(str(path))
+    # A saved tokenizer.json can carry the padding and truncation of its last use.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+
+    def spans(text: str) -> Sequence[tuple[int, int]]:
+        return tokenizer.encode(text, add_special_tokens=False).offsets
+
+    return spans
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,18 +144,24 @@ class TextField:
             ``highlight``.
         max_chars: Maximum number of characters taken from this field, before
             the prefix is added. None takes the whole value.
+        max_tokens: Maximum number of tokens taken from this field, counted by
+            the template's tokenizer after the `max_chars` cut. None takes
+            every token.
         prefix: Text put in front of this field's text when the field has text,
-            for example ``"Title: "``. It is not counted in `max_chars`.
+            for example ``"Title: "``. It is counted in neither budget.
     """
 
     path: str
     max_chars: int | None = None
+    max_tokens: int | None = None
     prefix: str = ""
 
     def __post_init__(self) -> None:
         _check_path(self.path)
         if self.max_chars is not None:
             _check_positive_int("TextField.max_chars", self.max_chars)
+        if self.max_tokens is not None:
+            _check_positive_int("TextField.max_tokens", self.max_tokens)
         if not isinstance(self.prefix, str):
             raise RerankInputError(
                 f"TextField.prefix must be a string, got {_describe(self.prefix)}."
@@ -108,12 +181,16 @@ class TextTemplate:
             prefixes and separators included.
         use_highlight: Fall back to ``highlight[path]`` fragments when neither
             ``_source`` nor ``fields`` has text for a field.
+        tokenizer: Counts tokens for `TextField.max_tokens`: `word_spans` by
+            default, or ``tokenizer_spans(model_folder)`` for the model's own
+            tokens.
 
     Example::
 
         TextTemplate(
-            (TextField(path="title", prefix="Title: "), TextField(path="body", max_chars=4000)),
+            (TextField(path="title", prefix="Title: "), TextField(path="body", max_tokens=400)),
             separator="\\n",
+            tokenizer=tokenizer_spans("models/my-cross-encoder"),
         )
     """
 
@@ -122,6 +199,7 @@ class TextTemplate:
     separator: str = "\n"
     max_chars: int = DEFAULT_MAX_CHARS
     use_highlight: bool = False
+    tokenizer: TokenSpans = word_spans
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalize through object.__setattr__ so that a list
@@ -135,6 +213,11 @@ class TextTemplate:
         if not isinstance(self.use_highlight, bool):
             raise RerankInputError(
                 f"TextTemplate.use_highlight must be a bool, got {_describe(self.use_highlight)}."
+            )
+        if not callable(self.tokenizer):
+            raise RerankInputError(
+                "TextTemplate.tokenizer must be a function from text to token offsets, "
+                f"got {_describe(self.tokenizer)}."
             )
 
 
@@ -197,14 +280,24 @@ def extract_text(hit: Mapping[str, Any], template: TextTemplate) -> str | None:
             continue
         if field.max_chars is not None:
             text = text[: field.max_chars]
-            if _is_blank(text):
-                continue
+        if field.max_tokens is not None:
+            text = _cut_tokens(text, field.max_tokens, template.tokenizer)
+        if _is_blank(text):
+            continue
         parts.append(field.prefix + text)
 
     document = template.separator.join(parts)[: template.max_chars]
     if _is_blank(document):
         return None
     return document
+
+
+def _cut_tokens(text: str, max_tokens: int, tokenizer: TokenSpans) -> str:
+    """Cut `text` right after its `max_tokens`-th token; keep it whole when it has no more."""
+    spans = tokenizer(text)
+    if len(spans) <= max_tokens:
+        return text
+    return text[: spans[max_tokens - 1][1]]
 
 
 def _read_field(hit: Mapping[str, Any], path: str, use_highlight: bool) -> str | None:

@@ -27,16 +27,21 @@ class SidecarProcess:
         args: Further server flags, for example ``["--batch-size", "2"]``.
         env: Extra environment variables for the child.
         startup_timeout_s: Time allowed to reach SERVING.
+        credentials: Channel credentials for a server started with ``--tls-cert``
+            (for example ``grpc.ssl_channel_credentials(ca_pem)``); the health
+            check, :meth:`channel` and clients then use TLS. None: plain text.
 
     The process is stopped by its PID: :meth:`stop` sends SIGTERM and waits.
     """
 
     def __init__(self, model: str | os.PathLike[str], *, args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, startup_timeout_s: float = 120.0) -> None:
+                 env: Mapping[str, str] | None = None, startup_timeout_s: float = 120.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.model = str(model)
         self.args = list(args)
         self.env = dict(env or {})
         self.startup_timeout_s = startup_timeout_s
+        self.credentials = credentials
         self._folder = Path(tempfile.mkdtemp(prefix="rerank-sidecar-"))
         self.log_path = self._folder / "server.log"
         self.port_file = self._folder / "port"
@@ -80,8 +85,17 @@ class SidecarProcess:
         raise SidecarError(f"rerank-server not SERVING within {self.startup_timeout_s:.0f} s; "
                            f"log tail:\n{self.log_tail()}")
 
+    def channel(self, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+        """Open a channel to the sidecar: TLS with ``credentials`` when given, else plain text.
+
+        The caller closes it.
+        """
+        if self.credentials is None:
+            return grpc.insecure_channel(self.target, options=list(options))
+        return grpc.secure_channel(self.target, self.credentials, options=list(options))
+
     def _serving(self) -> bool:
-        with grpc.insecure_channel(self.target) as channel:
+        with self.channel() as channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
             except grpc.RpcError:

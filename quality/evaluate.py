@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_FIELDS = ("title", "text")
 DEFAULT_WEIGHTS = tuple(round(step / 10, 1) for step in range(11))
-BM25_SETUP = ("OpenSearch multi_match best_fields over title and text (tie_breaker 0.5), "
+BM25_SETUP = ("OpenSearch match on one contents field that title and text are copied into, "
               "english analyzer (standard tokenizer, lowercase, English stop words, Porter stemming), one shard")
 
 # nDCG@10 on SciFact as printed in the BEIR paper (Thakur et al., 2021), copied here for

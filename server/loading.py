@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from .config import ServerConfig
-from .model import CrossEncoderModel, ModelLoadError, ModelSettings
+from .model import CrossEncoderModel, ModelLoadError, ModelSettings, check_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ def load_model(config: ServerConfig) -> CrossEncoderModel:
         ModelLoadError: the model cannot be found, has the wrong shape, or the
             kind and backend cannot serve it.
     """
+    check_model_path(config.model)
     settings = ModelSettings(model=config.model, device=config.device, threads=config.threads,
                              max_length=config.max_length)
     kind = config.model_kind

@@ -46,6 +46,9 @@ _MESSAGE_SLACK_BYTES = 1024 * 1024
 # this many calls per worker, in progress or waiting, it returns
 # RESOURCE_EXHAUSTED itself, so a flood cannot grow memory.
 _CONCURRENT_RPCS_PER_WORKER = 2
+# The drain closes the transport only after this long without a new call, so
+# callers still sending get UNAVAILABLE in band rather than CANCELLED from gRPC core.
+DRAIN_QUIET_S = 0.25
 EXIT_CONFIG_ERROR = 2
 EXIT_MODEL_ERROR = 3
 # oneDNN, torch's CPU kernel library, caches a JIT-compiled primitive per input
@@ -119,7 +122,15 @@ class RunningServer:
         self.service.stop_accepting()
         self.health.set_not_serving()
         self.metrics.serving.set(0)
-        self.server.stop(grace).wait()
+        # Keep the transport open until the admitted calls finish and callers stop
+        # sending: meanwhile the service answers UNAVAILABLE in band. gRPC core cancels
+        # calls that reached it but no handler yet when its shutdown starts (the caller
+        # sees CANCELLED), so the shutdown waits for a quiet moment, within the grace.
+        deadline = started + grace
+        if not self.service.wait_drained(deadline - time.monotonic(), quiet_s=DRAIN_QUIET_S):
+            logger.warning("grace period over with calls in flight or arriving in_flight=%d; cancelling them",
+                           self.service.in_flight)
+        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
         if self.engine is not None:
             self.engine.batcher.stop(timeout=grace + 5)
         self.metrics.close()

@@ -308,6 +308,21 @@ def _set_threads(threads: int | None) -> None:
         pass
 
 
+def check_model_path(name: str) -> None:
+    """Raise ModelLoadError when ``name`` is written as a local path and nothing is there.
+
+    A name that starts with ``/``, ``./``, ``../`` or ``~`` is a path; anything
+    else may be a hub id such as ``cross-encoder/ms-marco-MiniLM-L6-v2``. The
+    check needs no torch import, so a wrong path fails in milliseconds.
+    """
+    looks_local = name.startswith(("/", "./", "../", "~")) or os.sep in name.strip("/").split("/", 1)[0]
+    if looks_local and not Path(name).expanduser().exists():
+        raise ModelLoadError(
+            f"model folder {name!r} not found; pass --model with an existing CrossEncoder folder "
+            "(one written by CrossEncoder.save) or a Hugging Face hub id"
+        )
+
+
 def _load_cross_encoder(name: str, device: str) -> object:
     from sentence_transformers import CrossEncoder
     from transformers.utils import logging as transformers_logging
@@ -315,13 +330,8 @@ def _load_cross_encoder(name: str, device: str) -> object:
     # Progress bars from weight loading would interleave with the server's log lines.
     transformers_logging.disable_progress_bar()
 
-    looks_local = name.startswith(("/", "./", "../", "~")) or os.sep in name.strip("/").split("/", 1)[0]
+    check_model_path(name)
     path = Path(name).expanduser()
-    if looks_local and not path.exists():
-        raise ModelLoadError(
-            f"model folder {name!r} not found; pass --model with an existing CrossEncoder folder "
-            "(one written by CrossEncoder.save) or a Hugging Face hub id"
-        )
     try:
         return CrossEncoder(str(path) if path.exists() else name, device=device)
     except (OSError, ValueError) as error:

@@ -86,14 +86,37 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
         self._accepting = True
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
+        self._in_flight_changed = threading.Condition()
+        self._last_activity = time.monotonic()
 
     def attach(self, engine: Engine) -> None:
         self._engine = engine
 
     def stop_accepting(self) -> None:
         """Make new calls fail with UNAVAILABLE while in-flight ones finish (drain)."""
-        self._accepting = False
+        with self._in_flight_changed:
+            self._accepting = False
+
+    def wait_drained(self, timeout: float, quiet_s: float) -> bool:
+        """Wait until no Rerank call is in flight and none arrived or finished for ``quiet_s`` seconds.
+
+        While waiting, every new call gets UNAVAILABLE in band, so callers
+        learn of the drain from a status they can retry elsewhere. The quiet time
+        also follows the last finished call, because its caller may send the next
+        one at once. Returns False when ``timeout`` seconds pass first.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._in_flight_changed:
+            while True:
+                remaining = deadline - time.monotonic()
+                if not self._in_flight_changed.wait_for(lambda: self._in_flight == 0, timeout=max(0.0, remaining)):
+                    return False
+                quiet_for = time.monotonic() - self._last_activity
+                if quiet_for >= quiet_s:
+                    return True
+                if remaining <= 0:
+                    return False
+                self._in_flight_changed.wait(timeout=min(quiet_s - quiet_for, remaining))
 
     @property
     def in_flight(self) -> int:
@@ -107,18 +130,28 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
             raise NotReadyError(f"model {self._model_name!r} is still loading; retry when health is SERVING")
         return self._engine
 
-    def _admit(self) -> None:
-        """Count one Rerank call in, or raise QueueFullError when the limit is reached."""
-        with self._in_flight_lock:
+    def _admit(self) -> Engine:
+        """Count one Rerank call in and return the engine.
+
+        Raises DrainingError after :meth:`stop_accepting`, NotReadyError before the model
+        is loaded, and QueueFullError when the in-flight limit is reached. The drain check
+        and the count share one lock, so :meth:`wait_idle` cannot miss a call admitted
+        just before the drain began.
+        """
+        with self._in_flight_changed:
+            engine = self._ready_engine()
             if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
                 raise QueueFullError("requests", self._in_flight, 1, self._max_in_flight)
             self._in_flight += 1
         if self._metrics is not None:
             self._metrics.in_flight.inc()
+        return engine
 
     def _release(self) -> None:
-        with self._in_flight_lock:
+        with self._in_flight_changed:
             self._in_flight -= 1
+            self._last_activity = time.monotonic()
+            self._in_flight_changed.notify_all()
         if self._metrics is not None:
             self._metrics.in_flight.dec()
 
@@ -128,6 +161,7 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
         The request id is the caller's ``x-request-id`` metadata (cleaned) or a new
         one. It goes back to the caller in the trailing metadata and onto every log line.
         """
+        self._last_activity = time.monotonic()
         request_id = request_id_from(context.invocation_metadata() or ())
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         started = time.perf_counter()
@@ -158,8 +192,7 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
 
     def _admitted_rerank(self, request: rerank_pb2.RerankRequest, context: grpc.ServicerContext,
                          request_id: str) -> rerank_pb2.RerankResponse:
-        engine = self._ready_engine()
-        self._admit()
+        engine = self._admit()
         try:
             return self._rerank(engine, request, context, request_id)
         finally:

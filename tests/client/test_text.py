@@ -14,6 +14,8 @@ from rerank_client._text import (
     TextTemplate,
     as_text_template,
     extract_text,
+    tokenizer_spans,
+    word_spans,
 )
 
 D_REL = (
@@ -492,3 +494,85 @@ def test_text_template_rejects_non_bool_highlight() -> None:
 def test_input_error_is_value_error() -> None:
     with pytest.raises(ValueError):
         as_text_template("")
+
+
+# -- token budgets -----------------------------------------------------------------------------------
+
+
+def test_word_spans_counts_words_and_marks() -> None:
+    text = "To descale a kettle, fill it."
+
+    assert [text[start:end] for start, end in word_spans(text)] == [
+        "To", "descale", "a", "kettle", ",", "fill", "it", "."
+    ]
+
+
+def test_token_budget_in_words() -> None:
+    hit = source_hit({"title": "Kettle care", "body": D_REL})
+    template = TextTemplate(
+        (TextField(path="title", max_tokens=1, prefix="T: "), TextField(path="body", max_tokens=5)),
+        separator="|",
+    )
+
+    assert extract_text(hit, template) == "T: Kettle|To descale a kettle,"
+
+
+def test_token_budget_after_char_budget() -> None:
+    hit = source_hit({"body": "alpha beta gamma delta"})
+    template = TextTemplate((TextField(path="body", max_chars=8, max_tokens=3),))
+
+    # The character cut leaves "alpha be": two tokens, under the token budget.
+    assert extract_text(hit, template) == "alpha be"
+
+
+def test_token_budget_keeps_short_field() -> None:
+    hit = source_hit({"body": "  two words  "})
+    template = TextTemplate((TextField(path="body", max_tokens=2),))
+
+    assert extract_text(hit, template) == "  two words  "
+
+
+def test_extract_text_custom_tokenizer() -> None:
+    def characters(text: str) -> list[tuple[int, int]]:
+        return [(position, position + 1) for position in range(len(text))]
+
+    template = TextTemplate((TextField(path="body", max_tokens=4),), tokenizer=characters)
+
+    assert extract_text(source_hit({"body": "kettle"}), template) == "kett"
+
+
+def test_extract_text_model_token_budget(tiny_model_dir) -> None:
+    from transformers import AutoTokenizer
+
+    template = TextTemplate((TextField(path="body", max_tokens=6),), tokenizer=tokenizer_spans(tiny_model_dir))
+    inside_word = TextTemplate((TextField(path="body", max_tokens=3),), tokenizer=tokenizer_spans(tiny_model_dir))
+    hit = source_hit({"body": D_REL})
+
+    text = extract_text(hit, template)
+    # to · des · ##cal · ##e · a · kettle: the model's tokens end after "kettle".
+    assert text == "To descale a kettle"
+    model_tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert len(model_tokenizer(text, add_special_tokens=False)["input_ids"]) == 6
+    assert extract_text(hit, inside_word) == "To descal"
+
+
+def test_tokenizer_spans_accepts_file_path(tiny_model_dir) -> None:
+    spans = tokenizer_spans(tiny_model_dir / "tokenizer.json")
+
+    assert spans("kettle, vinegar") == [(0, 6), (6, 7), (8, 15)]
+
+
+def test_tokenizer_spans_missing_file_names_path(tmp_path) -> None:
+    with pytest.raises(RerankInputError, match=re.escape(f"Tokenizer file not found at {str(tmp_path / 'tokenizer.json')!r}")):
+        tokenizer_spans(tmp_path)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "5"])
+def test_text_field_rejects_bad_token_budget(value: object) -> None:
+    with pytest.raises(RerankInputError, match=re.escape(f"TextField.max_tokens must be a positive integer, got {value!r}.")):
+        TextField(path="body", max_tokens=value)  # type: ignore[arg-type]
+
+
+def test_text_template_rejects_tokenizer_that_is_not_callable() -> None:
+    with pytest.raises(RerankInputError, match="TextTemplate.tokenizer must be a function from text to token offsets"):
+        TextTemplate(("body",), tokenizer="bert")  # type: ignore[arg-type]

@@ -85,12 +85,13 @@ def test_scifact_dir_env_override(tmp_path: Path) -> None:
 
 
 @pytest.mark.opensearch
-def test_scifact_index_holds_corpus(opensearch_client: OpenSearch, scifact_index: str) -> None:
+def test_scifact_index_contains_corpus(opensearch_client: OpenSearch, scifact_index: str) -> None:
     mapping = opensearch_client.indices.get_mapping(index=scifact_index)[scifact_index]["mappings"]["properties"]
 
     assert opensearch_client.count(index=scifact_index)["count"] == 5183
-    assert mapping["title"] == {"type": "text", "analyzer": "english"}
-    assert mapping["text"] == {"type": "text", "analyzer": "english"}
+    assert mapping["title"] == {"type": "text", "analyzer": "english", "copy_to": ["contents"]}
+    assert mapping["text"] == {"type": "text", "analyzer": "english", "copy_to": ["contents"]}
+    assert mapping["contents"] == {"type": "text", "analyzer": "english"}
     assert mapping["doc_id"] == {"type": "keyword"}
 
 
@@ -113,8 +114,8 @@ def _ndcg_at_10(hit_ids: list[str], relevant: set[str]) -> float:
 
 @pytest.mark.opensearch
 def test_search_bm25_ndcg_near_beir(opensearch_client: OpenSearch, scifact_index: str, scifact: SciFact) -> None:
-    # Measured 0.6906 with OpenSearch 3.5.0. The BEIR paper reports 0.665 for
-    # BM25 in Elasticsearch (see bm25_query).
+    # Measured 0.6826 with OpenSearch 3.5.0; the quality issue asks for 0.655 to
+    # 0.69. The BEIR paper reports 0.665 for BM25 in Elasticsearch (see bm25_query).
     scores = []
     for query in scifact.split_queries("test"):
         response = search_bm25(opensearch_client, scifact_index, query.text, size=10)
@@ -124,4 +125,5 @@ def test_search_bm25_ndcg_near_beir(opensearch_client: OpenSearch, scifact_index
     ndcg = sum(scores) / len(scores)
 
     assert len(scores) == 300
-    assert ndcg == pytest.approx(0.6906, abs=0.01)
+    assert ndcg == pytest.approx(0.6826, abs=0.005)
+    assert 0.655 <= ndcg <= 0.69

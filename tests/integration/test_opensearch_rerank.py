@@ -82,3 +82,27 @@ def test_bm25_page_is_what_opensearch_returned(opensearch_client, scifact_index,
         assert hit["_source"]["title"] == corpus[hit["_id"]].title
     first_stage = [hit["_score"] for hit in page["hits"]["hits"]]
     assert first_stage == sorted(first_stage, reverse=True)
+
+
+def test_elasticsearch_response_object_reranked(opensearch_client, scifact_index, sidecar, queries):
+    # Elasticsearch.search and AsyncElasticsearch.search return this type from the
+    # official client. Its product check rejects an OpenSearch node, so the test
+    # wraps the node's own response the way the client does.
+    from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig, ObjectApiResponse
+
+    meta = ApiResponseMeta(status=200, http_version="1.1", headers=HttpHeaders({"x-elastic-product": "Elasticsearch"}),
+                           duration=0.01, node=NodeConfig("http", "127.0.0.1", 9200))
+    with RerankClient(sidecar.target, timeout=60) as client:
+        for query in queries[:2]:
+            page = search_bm25(opensearch_client, scifact_index, query.text, size=PAGE_SIZE)
+            response = ObjectApiResponse(body=copy.deepcopy(page), meta=meta)
+
+            from_object = client.rerank_page(response, query.text, ["title", "text"])
+            from_dict = client.rerank_page(page, query.text, ["title", "text"])
+
+            assert isinstance(from_object, dict)
+            assert response.body == page
+            assert [hit["_id"] for hit in from_object["hits"]["hits"]] == [hit["_id"] for hit in from_dict["hits"]["hits"]]
+            for with_object, with_dict in zip(from_object["hits"]["hits"], from_dict["hits"]["hits"]):
+                assert with_object["_score"] == pytest.approx(with_dict["_score"], abs=SCORE_TOLERANCE)
+            _check_page_invariants(page, from_object)

@@ -10,7 +10,6 @@ import datetime
 import ipaddress
 import signal
 import socket
-import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from rerank_client._proto.rerank.v1 import rerank_pb2, rerank_pb2_grpc
@@ -111,8 +110,7 @@ def start_server(tiny_model_dir: Path) -> Iterator[Callable[..., Server]]:
     """Start real ``rerank-server`` processes with the tiny model; all are stopped at session end.
 
     The factory takes extra flags, ``metrics=True`` to give the process a metrics
-    port, and ``credentials`` for a TLS channel (the process is then waited for
-    over TLS, because the harness probes health in plain text).
+    port, and ``credentials`` for a TLS channel (health is then probed over TLS).
     """
     from rerank_harness.sidecar import SidecarProcess
 
@@ -124,12 +122,9 @@ def start_server(tiny_model_dir: Path) -> Iterator[Callable[..., Server]]:
         flags = [*BASE_ARGS, *args]
         if metrics_port is not None:
             flags += ["--metrics-port", str(metrics_port)]
-        process = SidecarProcess(model or tiny_model_dir, args=flags, env=env)
-        process.start(wait=credentials is None)
-        if credentials is None:
-            channel = grpc.insecure_channel(process.target, options=CHANNEL_OPTIONS)
-        else:
-            channel = _wait_for_tls_port(process, credentials)
+        process = SidecarProcess(model or tiny_model_dir, args=flags, env=env, credentials=credentials)
+        process.start()
+        channel = process.channel(CHANNEL_OPTIONS)
         started.append((process, channel))
         return Server(process, channel, metrics_port)
 
@@ -141,26 +136,6 @@ def start_server(tiny_model_dir: Path) -> Iterator[Callable[..., Server]]:
             process.process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
     for process, _channel in started:
         process.stop()
-
-
-def _wait_for_tls_port(process: object, credentials: grpc.ChannelCredentials,
-                       timeout_s: float = 120.0) -> grpc.Channel:
-    deadline = time.monotonic() + timeout_s
-    port_file: Path = process.port_file  # type: ignore[attr-defined]
-    while time.monotonic() < deadline:
-        if process.process.poll() is not None:  # type: ignore[attr-defined]
-            pytest.fail(f"server exited during startup; log tail:\n{process.log_tail()}")  # type: ignore[attr-defined]
-        if port_file.exists() and port_file.read_text().strip():
-            process.port = int(port_file.read_text())  # type: ignore[attr-defined]
-            channel = grpc.secure_channel(process.target, credentials,  # type: ignore[attr-defined]
-                                          options=CHANNEL_OPTIONS)
-            health = health_pb2_grpc.HealthStub(channel)
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                return channel
-            channel.close()
-        time.sleep(0.2)
-    pytest.fail(f"TLS server not SERVING within {timeout_s:.0f} s; log tail:\n{process.log_tail()}")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

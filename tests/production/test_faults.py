@@ -160,24 +160,29 @@ def test_expired_deadlines_are_never_scored(make_server, tiny_model, texts):
 
 def test_sigterm_under_load_loses_no_call(start_server, texts, record_property):
     server = start_server("--workers", "24", "--max-queue-requests", "16", "--grace-period", "60", metrics=True)
-    long_request = request(texts["Q"], [f"{n} " + "dog " * 300 for n in range(40)])
+    long_request = request(texts["Q"], [f"{n} " + "dog " * 300 for n in range(400)])
     in_flight = [server.stub.Rerank.future(long_request, timeout=300) for _ in range(8)]
     _wait_for(lambda: server.metrics()["rerank_in_flight_requests"] >= 8, "8 calls in flight")
 
     light_codes: Counter[grpc.StatusCode] = Counter()
+    rejections: list[str] = []
 
     def light_load() -> None:
         # Each client calls until the drain turns it away, or 500 calls at most.
         for _call in range(500):
-            code = _code_of(lambda: server.stub.Rerank(request(texts["Q"], [texts["D_MID"]]), timeout=60))
-            light_codes[code] += 1
-            if code is not grpc.StatusCode.OK:
+            try:
+                server.stub.Rerank(request(texts["Q"], [texts["D_MID"]]), timeout=60)
+            except grpc.RpcError as error:
+                light_codes[error.code()] += 1
+                rejections.append(error.details())
                 return
+            light_codes[grpc.StatusCode.OK] += 1
 
     workers = [threading.Thread(target=light_load) for _ in range(4)]
     for worker in workers:
         worker.start()
     time.sleep(0.5)
+    finished_before_signal = sum(future.done() for future in in_flight)
     server.process.process.send_signal(signal.SIGTERM)
     _wait_for(lambda: not _serving(server), "health to leave SERVING")
     after_signal = rpc_error(lambda: server.stub.Rerank(request(texts["Q"], [texts["D_REL"]]), timeout=30))
@@ -187,10 +192,15 @@ def test_sigterm_under_load_loses_no_call(start_server, texts, record_property):
     exit_status = server.process.wait(timeout=120)
     record_property("light_load_codes", {code.name: count for code, count in light_codes.items()})
 
+    assert finished_before_signal == 0, "the long calls must still run when the drain starts"
     assert after_signal.code() is grpc.StatusCode.UNAVAILABLE
-    assert [len(response.results) for response in results] == [40] * 8
+    assert "draining" in after_signal.details()
+    assert [len(response.results) for response in results] == [400] * 8
     assert set(light_codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, light_codes
     assert light_codes[grpc.StatusCode.UNAVAILABLE] == 4
+    # The drain keeps the port open until callers stop, so each rejection is the
+    # server's in-band one, never a closed connection or gRPC core's CANCELLED.
+    assert all("draining" in details for details in rejections), rejections
     assert exit_status == 0
     log = server.process.log_text()
     assert log.count("INFO rerank_server draining") == 1
