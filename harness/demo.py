@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queries", type=int, default=5, help="SciFact test queries to show")
     parser.add_argument("--window", type=int, default=50, help="BM25 hits reranked per query")
     parser.add_argument("--top", type=int, default=5, help="ranks printed per query")
-    parser.add_argument("--blend-weight", type=float, default=0.7,
+    parser.add_argument("--blend-weight", type=float, default=0.6,
                         help="weight of the rerank score in the blended column; the rest goes to the min-max "
-                             "normalized BM25 score. 0.7 had the best nDCG@10 on SciFact's train split with "
+                             "normalized BM25 score. 0.6 had the best nDCG@10 on SciFact's train split with "
                              "the bundled bi-encoder (docs/benchmarks.md)")
     parser.add_argument("--opensearch-url", default=os.environ.get("RERANK_TEST_OPENSEARCH_URL"),
                         help="use this running node instead of starting one")
