@@ -100,9 +100,10 @@ def test_retry_never_passes_deadline(fake: FakeSidecar) -> None:
         elapsed = time.monotonic() - started
 
     # The first retry waits 0.1 to 0.2 s, so at most two attempts fit in
-    # 0.25 s. The margin covers the work after the last RPC returns.
+    # 0.25 s. The 0.1 s margin covers the work after the last RPC returns on a
+    # busy machine, and is shorter than one 0.2 s backoff past the deadline.
     assert len(fake.requests) <= 2
-    assert elapsed < 0.25 + 0.05
+    assert elapsed < 0.25 + 0.1
 
 
 def test_retry_backoff_grows_to_ceiling() -> None:
