@@ -46,8 +46,9 @@ _MESSAGE_SLACK_BYTES = 1024 * 1024
 # this many calls per worker, in progress or waiting, it returns
 # RESOURCE_EXHAUSTED itself, so a flood cannot grow memory.
 _CONCURRENT_RPCS_PER_WORKER = 2
-# The drain closes the transport only after this long without a new call, so
-# callers still sending get UNAVAILABLE in band rather than CANCELLED from gRPC core.
+# The drain closes the transport only after this long with no call arriving or
+# finishing, so callers still sending get UNAVAILABLE in band rather than CANCELLED
+# from gRPC core.
 DRAIN_QUIET_S = 0.25
 EXIT_CONFIG_ERROR = 2
 EXIT_MODEL_ERROR = 3
@@ -123,7 +124,7 @@ class RunningServer:
         self.health.set_not_serving()
         self.metrics.serving.set(0)
         # Keep the transport open until the admitted calls finish and callers stop
-        # sending: meanwhile the service answers UNAVAILABLE in band. gRPC core cancels
+        # sending. Meanwhile the service returns UNAVAILABLE in band. gRPC core cancels
         # calls that reached it but no handler yet when its shutdown starts (the caller
         # sees CANCELLED), so the shutdown waits for a quiet moment, within the grace.
         deadline = started + grace

@@ -114,7 +114,7 @@ def _ndcg_at_10(hit_ids: list[str], relevant: set[str]) -> float:
 
 @pytest.mark.opensearch
 def test_search_bm25_ndcg_near_beir(opensearch_client: OpenSearch, scifact_index: str, scifact: SciFact) -> None:
-    # Measured 0.6826 with OpenSearch 3.5.0; the quality issue asks for 0.655 to
+    # Measured 0.6826 with OpenSearch 3.5.0, and the quality issue expects 0.655 to
     # 0.69. The BEIR paper reports 0.665 for BM25 in Elasticsearch (see bm25_query).
     scores = []
     for query in scifact.split_queries("test"):
