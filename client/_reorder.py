@@ -178,11 +178,13 @@ def get_hits(page: object) -> list[Mapping[str, Any]]:
         RerankInputError: `page` has no ``hits.hits`` list or a hit is not a
             mapping.
     """
-    hits_object = as_page(page).get("hits")
+    response = as_page(page)
+    hits_object = response.get("hits")
     if not isinstance(hits_object, Mapping):
+        found = f"Got 'hits': {hits_object!r:.80}." if "hits" in response else "The 'hits' key is missing."
         raise RerankInputError(
             "The page has no 'hits' object, so it is not a search response. Pass the response "
-            f"of a _search request, with the hits under hits.hits. Got 'hits': {hits_object!r:.80}."
+            f"of a _search request, with the hits under hits.hits. {found}"
         )
 
     hits = hits_object.get("hits")

@@ -215,3 +215,12 @@ def sidecar(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[An
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def sidecar_client(sidecar: Any) -> Iterator[Any]:
+    """Yield a ``RerankClient`` of the ``sidecar`` fixture with a 30 s deadline, closed after the test."""
+    from rerank_client import RerankClient
+
+    with RerankClient(sidecar.target, timeout=30.0) as client:
+        yield client

@@ -393,8 +393,9 @@ def _load_sentence_transformer(name: str, device: str) -> Any:
     try:
         return SentenceTransformer(str(path) if path.exists() else name, device=device)
     except (OSError, ValueError) as error:
+        reason = str(error).rstrip(". ")  # Hugging Face messages end with a full stop.
         raise ModelLoadError(
-            f"model {name!r} could not be loaded as a SentenceTransformer: {error}. Without hub access, "
+            f"model {name!r} could not be loaded as a SentenceTransformer: {reason}. Without hub access, "
             "pass --model with a local SentenceTransformer folder"
         ) from error
 

@@ -129,8 +129,12 @@ class RunningServer:
         # sees CANCELLED), so the shutdown waits for a quiet moment, within the grace.
         deadline = started + grace
         if not self.service.wait_drained(deadline - time.monotonic(), quiet_s=DRAIN_QUIET_S):
-            logger.warning("grace period over with calls in flight or arriving in_flight=%d; cancelling them",
-                           self.service.in_flight)
+            in_flight = self.service.in_flight
+            if in_flight:
+                logger.warning("grace period over; cancelling the calls in flight in_flight=%d", in_flight)
+            else:
+                logger.warning("grace period over while callers kept sending; closing the port, and calls "
+                               "arriving now may get CANCELLED")
         self.server.stop(max(0.0, deadline - time.monotonic())).wait()
         if self.engine is not None:
             self.engine.batcher.stop(timeout=grace + 5)

@@ -335,9 +335,10 @@ def _load_cross_encoder(name: str, device: str) -> object:
     try:
         return CrossEncoder(str(path) if path.exists() else name, device=device)
     except (OSError, ValueError) as error:
+        reason = str(error).rstrip(". ")  # Hugging Face messages end with a full stop.
         raise ModelLoadError(
-            f"model {name!r} could not be loaded: {error}. Without hub access, pass --model with a local "
-            "CrossEncoder folder, or set HF_HOME to a cache that holds this model and HF_HUB_OFFLINE=1"
+            f"model {name!r} could not be loaded: {reason}. Without hub access, pass --model with a local "
+            "CrossEncoder folder, or set HF_HOME to a cache that contains this model and HF_HUB_OFFLINE=1"
         ) from error
 
 

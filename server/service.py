@@ -256,10 +256,12 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
 def _options(request: rerank_pb2.RerankRequest, default_truncation: str) -> RerankOptions:
     if request.score_kind not in _SCORE_KINDS:
         raise InvalidRequestError("score_kind", f"score_kind {request.score_kind} is not a known ScoreKind; "
-                                  "expected SCORE_KIND_RAW or SCORE_KIND_NORMALIZED")
+                                  "expected SCORE_KIND_UNSPECIFIED, SCORE_KIND_RAW or "
+                                  "SCORE_KIND_NORMALIZED")
     if request.truncation != rerank_pb2.TRUNCATION_UNSPECIFIED and request.truncation not in _TRUNCATIONS:
         raise InvalidRequestError("truncation", f"truncation {request.truncation} is not a known Truncation; "
-                                  "expected TRUNCATION_DOCUMENT_FIRST or TRUNCATION_LONGEST_FIRST")
+                                  "expected TRUNCATION_UNSPECIFIED, TRUNCATION_DOCUMENT_FIRST or "
+                                  "TRUNCATION_LONGEST_FIRST")
     if request.pooling not in _POOLINGS:
         raise InvalidRequestError("pooling", f"pooling {request.pooling} is not a known Pooling; "
                                   "expected POOLING_UNSPECIFIED, POOLING_MAX or POOLING_MEAN")

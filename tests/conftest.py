@@ -63,14 +63,6 @@ def make_server(tiny_model_dir: Path, tiny_model) -> Iterator[Callable[..., obje
 
 
 @pytest.fixture
-def sidecar_client(sidecar) -> Iterator[object]:
-    from rerank_client import RerankClient
-
-    with RerankClient(sidecar.target, timeout=30.0) as client:
-        yield client
-
-
-@pytest.fixture
 def texts() -> dict[str, str]:
     return dict(FIXTURE_TEXTS)
 

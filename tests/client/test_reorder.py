@@ -554,8 +554,14 @@ PAGE_SHAPE_CASES = [
     pytest.param(
         {"took": 1},
         "The page has no 'hits' object, so it is not a search response. Pass the response of a "
-        "_search request, with the hits under hits.hits. Got 'hits': None.",
+        "_search request, with the hits under hits.hits. The 'hits' key is missing.",
         id="no-hits",
+    ),
+    pytest.param(
+        {"hits": None},
+        "The page has no 'hits' object, so it is not a search response. Pass the response of a "
+        "_search request, with the hits under hits.hits. Got 'hits': None.",
+        id="hits-null",
     ),
     pytest.param(
         {"hits": []},
