@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +35,8 @@ from .model import (
     ModelLoadError,
     ModelSettings,
     _set_threads,
+    check_model_path,
+    load_failure_reason,
     position_limit,
     resolve_device,
     split_into_chunks,
@@ -377,13 +378,8 @@ def _load_sentence_transformer(name: str, device: str) -> Any:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    check_model_path(name)
     path = Path(name).expanduser()
-    looks_local = name.startswith(("/", "./", "../", "~")) or os.sep in name.strip("/").split("/", 1)[0]
-    if looks_local and not path.exists():
-        raise ModelLoadError(
-            f"model folder {name!r} not found; pass --model with an existing SentenceTransformer folder "
-            "(one written by SentenceTransformer.save) or a Hugging Face hub id"
-        )
     marker = read_model_type(path) if path.is_dir() else None
     if marker == "CrossEncoder":
         raise ModelLoadError(
@@ -393,9 +389,9 @@ def _load_sentence_transformer(name: str, device: str) -> Any:
     try:
         return SentenceTransformer(str(path) if path.exists() else name, device=device)
     except (OSError, ValueError) as error:
-        reason = str(error).rstrip(". ")  # Hugging Face messages end with a full stop.
         raise ModelLoadError(
-            f"model {name!r} could not be loaded as a SentenceTransformer: {reason}. Without hub access, "
+            f"model {name!r} could not be loaded as a SentenceTransformer: {load_failure_reason(error)}. "
+            "Without hub access, "
             "pass --model with a local SentenceTransformer folder"
         ) from error
 

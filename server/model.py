@@ -318,9 +318,14 @@ def check_model_path(name: str) -> None:
     looks_local = name.startswith(("/", "./", "../", "~")) or os.sep in name.strip("/").split("/", 1)[0]
     if looks_local and not Path(name).expanduser().exists():
         raise ModelLoadError(
-            f"model folder {name!r} not found; pass --model with an existing CrossEncoder folder "
-            "(one written by CrossEncoder.save) or a Hugging Face hub id"
+            f"model folder {name!r} not found; pass --model with an existing model folder (one written by "
+            "CrossEncoder.save or SentenceTransformer.save) or a Hugging Face hub id"
         )
+
+
+def load_failure_reason(error: Exception) -> str:
+    """Return a loader error's message without its final full stop, to go inside a longer message."""
+    return str(error).rstrip(". ")
 
 
 def _load_cross_encoder(name: str, device: str) -> object:
@@ -335,9 +340,8 @@ def _load_cross_encoder(name: str, device: str) -> object:
     try:
         return CrossEncoder(str(path) if path.exists() else name, device=device)
     except (OSError, ValueError) as error:
-        reason = str(error).rstrip(". ")  # Hugging Face messages end with a full stop.
         raise ModelLoadError(
-            f"model {name!r} could not be loaded: {reason}. Without hub access, pass --model with a local "
+            f"model {name!r} could not be loaded: {load_failure_reason(error)}. Without hub access, pass --model with a local "
             "CrossEncoder folder, or set HF_HOME to a cache that contains this model and HF_HUB_OFFLINE=1"
         ) from error
 

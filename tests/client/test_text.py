@@ -562,7 +562,7 @@ def test_tokenizer_spans_accepts_file_path(tiny_model_dir) -> None:
     assert spans("kettle, vinegar") == [(0, 6), (6, 7), (8, 15)]
 
 
-def test_tokenizer_spans_missing_file_names_path(tmp_path) -> None:
+def test_tokenizer_spans_missing_file(tmp_path) -> None:
     with pytest.raises(RerankInputError, match=re.escape(f"Tokenizer file not found at {str(tmp_path / 'tokenizer.json')!r}")):
         tokenizer_spans(tmp_path)
 
@@ -573,6 +573,6 @@ def test_text_field_rejects_bad_token_budget(value: object) -> None:
         TextField(path="body", max_tokens=value)  # type: ignore[arg-type]
 
 
-def test_text_template_rejects_tokenizer_that_is_not_callable() -> None:
+def test_template_rejects_uncallable_tokenizer() -> None:
     with pytest.raises(RerankInputError, match="TextTemplate.tokenizer must be a function from text to token offsets"):
         TextTemplate(("body",), tokenizer="bert")  # type: ignore[arg-type]
