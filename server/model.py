@@ -341,8 +341,9 @@ def _load_cross_encoder(name: str, device: str) -> object:
         return CrossEncoder(str(path) if path.exists() else name, device=device)
     except (OSError, ValueError) as error:
         raise ModelLoadError(
-            f"model {name!r} could not be loaded: {load_failure_reason(error)}. Without hub access, pass --model with a local "
-            "CrossEncoder folder, or set HF_HOME to a cache that contains this model and HF_HUB_OFFLINE=1"
+            f"model {name!r} could not be loaded: {load_failure_reason(error)}. Without hub access, pass --model "
+            "with a local CrossEncoder folder, or set HF_HOME to a cache that contains this model and "
+            "HF_HUB_OFFLINE=1"
         ) from error
 
 

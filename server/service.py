@@ -135,7 +135,7 @@ class RerankerService(rerank_pb2_grpc.RerankerServicer):
 
         Raises DrainingError after :meth:`stop_accepting`, NotReadyError before the model
         is loaded, and QueueFullError when the in-flight limit is reached. The drain check
-        and the count share one lock, so :meth:`wait_idle` cannot miss a call admitted
+        and the count share one lock, so :meth:`wait_drained` cannot miss a call admitted
         just before the drain began.
         """
         with self._in_flight_changed:
